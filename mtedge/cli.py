@@ -1,0 +1,72 @@
+"""The ``mtedge`` command line.
+
+Each subcommand lives in ``mtedge/commands/<name>.py`` and imports its heavy
+dependencies (torch, transformers, optimum) inside the command body, so that
+``mtedge --help`` and ``mtedge translate`` stay light.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from mtedge import __version__
+from mtedge.errors import UserError
+
+# name -> module under mtedge.commands that defines a click command called `command`
+SUBCOMMANDS = ["pretrain", "train", "merge", "export", "translate", "bench", "info", "corpus"]
+
+
+class _LazyGroup(click.Group):
+    """Loads subcommand modules only when listed or invoked."""
+
+    def list_commands(self, ctx):
+        return [name for name in SUBCOMMANDS if self._load(name) is not None]
+
+    def get_command(self, ctx, name):
+        return self._load(name)
+
+    @staticmethod
+    def _load(name):
+        if name not in SUBCOMMANDS:
+            return None
+        try:
+            module = importlib.import_module(f"mtedge.commands.{name}")
+        except ModuleNotFoundError as exc:
+            # A subcommand whose module has not landed yet is simply absent.
+            if exc.name == f"mtedge.commands.{name}":
+                return None
+            raise
+        return module.command
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="mtedge")
+def cli():
+    """mtedge: offline machine translation — train, export, translate, bench."""
+
+
+def main(argv=None):
+    try:
+        cli.main(args=argv, prog_name="mtedge", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except UserError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(0)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
