@@ -9,4 +9,5 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Each stage keeps its fixtures in its own module under tests/fixtures/.
 pytest_plugins = [
     "tests.fixtures.models",
+    "tests.fixtures.bundles",
 ]

@@ -1,0 +1,61 @@
+"""Turning what the user gave ``mtedge bench`` into a bundle, through the export stage's API."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from mtedge.errors import UserError
+
+
+def is_bundle(path: Path) -> bool:
+    return (Path(path) / "manifest.json").is_file()
+
+
+def _checkpoint_key(model_dir: Path) -> str:
+    """Cheap identity of a checkpoint: names, sizes and mtimes of its files."""
+    h = hashlib.sha256()
+    for p in sorted(Path(model_dir).iterdir()):
+        if p.is_file():
+            st = p.stat()
+            h.update(f"{p.name}:{st.st_size}:{st.st_mtime_ns};".encode())
+    return h.hexdigest()[:12]
+
+
+def export_for_bench(model_dir: Path, bundle_dir: Path, synthetic: bool = False) -> Path:
+    """Exports an HF checkpoint to ``bundle_dir`` with every CPU precision the bench measures
+    (and the torch copy the peers need)."""
+    from mtedge.convert import export_bundle  # the export stage; imports torch/optimum
+
+    bundle_dir.parent.mkdir(parents=True, exist_ok=True)
+    kwargs = dict(onnx_precisions=["fp32", "int8"], ct2_precisions=["float32", "int8", "int16"],
+                  include_torch=True)
+    if synthetic:
+        kwargs["validate"] = False   # random weights: parity checks of noise would only cost time
+    export_bundle(model_dir, bundle_dir, **kwargs)
+    return bundle_dir
+
+
+def resolve_bundle(model: str | Path, work_dir: Path) -> tuple[Path, str | None]:
+    """(bundle dir, label) for a bundle dir, or a bench-owned export of an HF checkpoint dir
+    (cached under ``work_dir/exports`` by the checkpoint's file identity)."""
+    path = Path(model)
+    if is_bundle(path):
+        return path, None
+    if (path / "config.json").is_file():
+        from mtedge.families import detect_family
+
+        detect_family(path)  # a clear error for an unsupported model before minutes of export
+        bundle_dir = Path(work_dir) / "exports" / f"{path.resolve().name}-{_checkpoint_key(path)}"
+        if not is_bundle(bundle_dir):
+            export_for_bench(path, bundle_dir)
+        return bundle_dir, path.resolve().name
+    if not path.exists():
+        raise UserError(f"model not found: {path}")
+    raise UserError(f"{path} is neither an mtedge bundle (no manifest.json) nor a Hugging Face "
+                    f"checkpoint (no config.json)")
+
+
+def describe_manifest(bundle_dir: Path) -> dict:
+    return json.loads((Path(bundle_dir) / "manifest.json").read_text(encoding="utf-8"))

@@ -1,0 +1,75 @@
+"""The product's speed/memory/quality targets, as ratios measured within one run.
+
+Timings here swing 10x between runs (DESIGN §4.7), so a target is only ever a ratio of two
+rows of the same run, reported as PASS/MISS — never asserted in tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Target:
+    label: str
+    numerator: tuple[str, str]     # (config, metric)
+    denominator: tuple[str, str]
+    op: str                        # ">=" or "<="
+    bound: float
+
+
+# metric names are row keys; "latency_p50" is batch-1 greedy p50.
+TARGETS = [
+    Target("ct2-int8 throughput >= 4x hf-torch fp32 (batch 32, beam 4)",
+           ("ct2-int8", "throughput_tok_s"), ("hf-torch-fp32", "throughput_tok_s"), ">=", 4.0),
+    Target("ct2-int8 peak memory <= 30% of hf-torch fp32",
+           ("ct2-int8", "peak_rss_mb"), ("hf-torch-fp32", "peak_rss_mb"), "<=", 0.30),
+    Target("onnx-int8 throughput >= 2x optimum-ort-int8 (batch 32, beam 4)",
+           ("onnx-int8", "throughput_tok_s"), ("optimum-ort-int8", "throughput_tok_s"), ">=", 2.0),
+    Target("onnx-int8 throughput >= 2x hf-torch fp32 (batch 32, beam 4)",
+           ("onnx-int8", "throughput_tok_s"), ("hf-torch-fp32", "throughput_tok_s"), ">=", 2.0),
+    Target("onnx-int8 batch-1 greedy p50 latency >= 1.5x faster than hf-torch fp32",
+           ("hf-torch-fp32", "latency_p50"), ("onnx-int8", "latency_p50"), ">=", 1.5),
+    Target("mtedge ct2-int8 throughput within 5% of raw CTranslate2 int8",
+           ("ct2-int8", "throughput_tok_s"), ("ct2-raw-int8", "throughput_tok_s"), ">=", 0.95),
+]
+# BLEU deltas are differences, not ratios.
+BLEU_DELTA_BOUND = -0.5
+INT8_CONFIGS = ["onnx-int8", "ct2-int8"]
+
+
+def _metric(row: dict, metric: str):
+    if metric == "latency_p50":
+        return (row.get("latency_ms") or {}).get("p50")
+    return row.get(metric)
+
+
+def evaluate_targets(rows: list[dict]) -> list[dict]:
+    """One record per target: measured value, bound, PASS / MISS / n/a (with why)."""
+    by_name = {r["name"]: r for r in rows if not r.get("error")}
+    out = []
+    for t in TARGETS:
+        num = _metric(by_name.get(t.numerator[0], {}), t.numerator[1])
+        den = _metric(by_name.get(t.denominator[0], {}), t.denominator[1])
+        if num is None or den in (None, 0):
+            missing = [c for c, _ in (t.numerator, t.denominator) if c not in by_name]
+            why = f"no result for {', '.join(missing)}" if missing else "metric missing"
+            out.append({"target": t.label, "value": None, "bound": f"{t.op} {t.bound:g}", "status": "n/a",
+                        "note": why})
+            continue
+        value = num / den
+        ok = value >= t.bound if t.op == ">=" else value <= t.bound
+        out.append({"target": t.label, "value": value, "bound": f"{t.op} {t.bound:g}",
+                    "status": "PASS" if ok else "MISS", "note": ""})
+    for name in INT8_CONFIGS:
+        row = by_name.get(name)
+        delta = row.get("bleu_delta") if row else None
+        label = f"{name} BLEU delta vs hf-torch fp32 >= {BLEU_DELTA_BOUND:g}"
+        if delta is None:
+            note = "not measured" if row is None else "no references / no reference row"
+            out.append({"target": label, "value": None, "bound": f">= {BLEU_DELTA_BOUND:g}", "status": "n/a",
+                        "note": note})
+        else:
+            out.append({"target": label, "value": delta, "bound": f">= {BLEU_DELTA_BOUND:g}",
+                        "status": "PASS" if delta >= BLEU_DELTA_BOUND else "MISS", "note": ""})
+    return out

@@ -1,0 +1,112 @@
+"""One configuration, measured in a fresh process: ``python -m mtedge.bench.worker '<json spec>'``.
+
+A fresh process per configuration keeps allocator caches, thread pools and imported
+stacks of one engine out of the next one's timings and peak memory; the parent reads the
+peak RSS from the OS once this process has exited (``os.wait4``), not from a sampler.
+
+The spec (built by ``mtedge.bench.harness``) names the config, the bundle, the sources file,
+the protocol and ``result_path``, where this writes its JSON. Nothing heavy is imported
+here at module level: the runner imports its own stack.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+# Env knobs for tests of the failure paths: a worker that crashes on purpose.
+FAIL_ENV = "MTEDGE_BENCH_FAIL"   # comma-separated config names that raise after loading
+
+
+def _limit_memory(max_memory_mb: int | None) -> None:
+    """Cap the address space, so an over-budget config fails (MemoryError / bad_alloc) instead
+    of swapping the machine: a real out-of-memory, recorded in that config's row."""
+    if max_memory_mb:
+        import resource
+
+        limit = int(max_memory_mb) * 2**20
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def _pin_threads(threads: int) -> None:
+    # Before any numeric library loads: OpenMP/MKL pools size themselves from these.
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
+
+
+def _timed(fn, *args, **kwargs):
+    start = time.perf_counter()
+    value = fn(*args, **kwargs)
+    return value, time.perf_counter() - start
+
+
+def measure(spec: dict) -> dict:
+    from mtedge.bench.runners import make_runner
+
+    with open(spec["sources_path"], encoding="utf-8") as fh:
+        sources = json.load(fh)
+    proto = spec["protocol"]
+    max_length, forced = proto["max_length"], proto["forced_length"]
+    runner = make_runner(spec)
+    result: dict = {"config": spec["config"]["name"], "pid": os.getpid()}
+
+    _, result["load_s"] = _timed(runner.load)
+    if spec["config"]["name"] in os.environ.get(FAIL_ENV, "").split(","):
+        raise RuntimeError(f"{FAIL_ENV} asked config {spec['config']['name']} to fail")
+
+    # Cold: the very first translation after load (lazy allocations, kernel selection).
+    _, cold_s = _timed(runner.translate, sources[:1], 1, max_length, forced, proto["length_penalty"])
+    result["first_translation_ms"] = cold_s * 1000
+
+    # Latency: one sentence per call, after warm-up, every sentence repeated.
+    latency_sources = sources[: proto["latency_sentences"]]
+    result["latency_ms"] = {}
+    for label, beam in (("greedy", 1), ("beam4", 4)):
+        for text in latency_sources[: proto["warmup"]]:
+            runner.translate([text], beam, max_length, forced, proto["length_penalty"])
+        samples = []
+        for _ in range(proto["repeats"]):
+            for text in latency_sources:
+                _, seconds = _timed(runner.translate, [text], beam, max_length, forced, proto["length_penalty"])
+                samples.append(seconds * 1000)
+        result["latency_ms"][label] = samples
+
+    # Throughput: batches of batch_size at beam_size (CTranslate2's protocol: 32, 4, lp 0).
+    batch, beam = proto["batch_size"], proto["beam_size"]
+    batches = [sources[i: i + batch] for i in range(0, len(sources), batch)]
+    runner.translate(batches[0], beam, max_length, forced, proto["length_penalty"])  # warm-up
+    pass_seconds, outputs, counts = [], [], []
+    for _ in range(proto["throughput_repeats"]):
+        outputs, counts, start = [], [], time.perf_counter()
+        for chunk in batches:
+            outputs.extend(runner.translate(chunk, beam, max_length, forced, proto["length_penalty"]))
+            counts.append(runner.generated_tokens)
+        pass_seconds.append(time.perf_counter() - start)
+    # what the engine itself says it generated (None where it does not expose token ids)
+    generated = None if None in counts else sum(counts)
+    result["throughput"] = {"pass_s": pass_seconds, "batch_size": batch, "beam_size": beam,
+                            "n_sentences": len(sources), "generated_tokens": generated}
+    result["outputs"] = outputs
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m mtedge.bench.worker '<json spec>'", file=sys.stderr)
+        return 2
+    spec = json.loads(argv[0])
+    _pin_threads(int(spec["threads"]))
+    _limit_memory(spec.get("max_memory_mb"))
+    result = measure(spec)
+    tmp = spec["result_path"] + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(result, fh)
+    os.replace(tmp, spec["result_path"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

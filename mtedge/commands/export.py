@@ -1,0 +1,70 @@
+"""``mtedge export``: HF checkpoint → validated bundle (ONNX + CTranslate2 + torch copy)."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import click
+
+from mtedge.errors import UserError
+
+
+def _csv(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    if not items:
+        raise UserError("an empty list was given; name at least one item")
+    return items
+
+
+def _interrupt_on_sigterm(signum, frame):
+    # Turn SIGTERM into the KeyboardInterrupt path, so the staging directory is cleaned up too.
+    raise KeyboardInterrupt
+
+
+@click.command("export")
+@click.argument("model", type=click.Path())
+@click.option("-o", "--output", "output", type=click.Path(file_okay=False),
+              help="Bundle directory to write (default: export/<model dir name>/).")
+@click.option("--engines", default="onnx,ct2", show_default=True, help="Comma-separated: onnx, ct2.")
+@click.option("--onnx-precisions", default="fp32,int8", show_default=True,
+              help="Comma-separated: fp32, int8, fp16 (fp16 needs a CUDA GPU).")
+@click.option("--ct2-precisions", default="float32,int8", show_default=True,
+              help="Comma-separated: float32, int8, int8_float32, int16; GPU types float16, int8_float16, bfloat16.")
+@click.option("--onnx-quant-preset", type=click.Choice(["avx512_vnni", "avx512", "avx2", "arm64"]),
+              help="ONNX int8 preset (default: detected from this machine's CPU).")
+@click.option("--no-torch", is_flag=True, help="Do not copy the checkpoint for the PyTorch reference engine.")
+@click.option("--validation-file", type=click.Path(dir_okay=False),
+              help="TSV (source<TAB>reference) or JSONL dev set (default: a built-in English sample, no references).")
+@click.option("--validate-n", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Sentences to validate each export on.")
+@click.option("--no-validate", is_flag=True, help="Skip validation (and the quality gate).")
+@click.option("--max-bleu-drop", type=float,
+              help="Fail, and write no bundle, when an export loses more BLEU than this vs PyTorch "
+                   "(vs references when the validation file has them, else 100 − BLEU vs PyTorch output).")
+@click.option("--strict-pad", is_flag=True,
+              help="Refuse a Marian model whose <pad> embedding is nonzero instead of zeroing it for CT2.")
+@click.option("--source-lang", help="Source language (M2M100/mBART: selects the language token).")
+@click.option("--target-lang", help="Target language (M2M100/mBART: selects the forced language token).")
+@click.option("--threads", type=click.IntRange(min=1), help="CPU threads for validation.")
+@click.option("--force", is_flag=True, help="Replace an existing bundle at the output path.")
+def command(model, output, engines, onnx_precisions, ct2_precisions, onnx_quant_preset, no_torch, validation_file,
+            validate_n, no_validate, max_bleu_drop, strict_pad, source_lang, target_lang, threads, force):
+    """Export MODEL (a merged Hugging Face checkpoint dir) to a self-contained bundle."""
+    from mtedge.convert import export_bundle
+
+    if no_validate and max_bleu_drop is not None:
+        raise UserError("--max-bleu-drop needs validation; drop --no-validate")
+    out = Path(output) if output else Path("export") / Path(model).resolve().name
+    previous = signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
+    try:
+        export_bundle(model, out, engines=_csv(engines), onnx_precisions=_csv(onnx_precisions),
+                      ct2_precisions=_csv(ct2_precisions), include_torch=not no_torch, force=force,
+                      validate=not no_validate, validation_file=validation_file, validate_n=validate_n,
+                      max_bleu_drop=max_bleu_drop, onnx_quant_preset=onnx_quant_preset, strict_pad=strict_pad,
+                      source_lang=source_lang, target_lang=target_lang, threads=threads)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    click.echo(str(out))

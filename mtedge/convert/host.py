@@ -1,0 +1,39 @@
+"""Facts about the exporting machine: which int8 preset suits its CPU, whether a CUDA GPU is there."""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+QUANT_PRESETS = ("avx512_vnni", "avx512", "avx2", "arm64")
+
+
+def cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def host_quant_preset() -> str:
+    """The optimum dynamic-quantization preset that fits this CPU (int8 kernels differ per ISA)."""
+    if platform.machine().lower() in {"arm64", "aarch64"}:
+        return "arm64"
+    flags = cpu_flags()
+    if {"avx512_vnni", "avx512vnni"} & flags:
+        return "avx512_vnni"
+    if "avx512f" in flags:
+        return "avx512"
+    return "avx2"
+
+
+def cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()

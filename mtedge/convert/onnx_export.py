@@ -1,0 +1,95 @@
+"""ONNX export: optimum's encoder + merged decoder with KV cache, then dynamic int8 quantization."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from mtedge.convert.quiet import quiet_libraries
+from mtedge.errors import UserError
+
+ONNX_FILES = ("encoder_model.onnx", "decoder_model_merged.onnx")
+TASK = "text2text-generation-with-past"
+
+
+def _keep_only(directory: Path, keep: tuple[str, ...]) -> None:
+    """Drop everything optimum wrote besides ``keep`` and their external-data files (``<name>_data``,
+    ``<name>.data``): the runtime uses only the encoder and the merged decoder."""
+    for path in list(directory.iterdir()):
+        if not any(path.name == name or path.name.startswith(name + "_data") or path.name.startswith(name + ".data")
+                   for name in keep):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def export_onnx(model_dir: Path, out_dir: Path, family_optimum_type: str, dtype: str = "fp32") -> dict:
+    """Export ``model_dir`` to ``out_dir`` (encoder_model.onnx + decoder_model_merged.onnx)."""
+    from optimum.exporters.onnx import main_export
+
+    out_dir = Path(out_dir)
+    device = "cuda" if dtype == "fp16" else "cpu"
+    with quiet_libraries():
+        main_export(str(model_dir), output=out_dir, task=TASK, device=device, dtype=dtype,
+                    do_validation=False,  # our own validation (translation parity) is stricter
+                    library_name="transformers", local_files_only=True)
+    missing = [n for n in ONNX_FILES if not (out_dir / n).is_file()]
+    if missing:
+        raise RuntimeError(f"optimum did not write {', '.join(missing)} for this {family_optimum_type} model")
+    _keep_only(out_dir, ONNX_FILES)
+    return {"exporter": "optimum main_export", "task": TASK, "dtype": dtype, "device": device}
+
+
+def quantization_config(preset: str):
+    from optimum.onnxruntime.configuration import AutoQuantizationConfig
+
+    factory = getattr(AutoQuantizationConfig, preset, None)
+    if factory is None:
+        raise UserError(f"unknown ONNX quantization preset {preset!r}")
+    return factory(is_static=False, per_channel=True)
+
+
+def quantize_onnx(fp32_dir: Path, out_dir: Path, preset: str) -> dict:
+    """Dynamic int8 of every graph, ``If`` subgraphs of the merged decoder included (DESIGN §4.3)."""
+    from optimum.onnxruntime import ORTQuantizer
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config = quantization_config(preset)
+    with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=".quant-") as scratch:
+        for name in ONNX_FILES:
+            # ORTQuantizer turns on extra_options["EnableSubgraph"] itself when the graph has If nodes.
+            with quiet_libraries():
+                quantizer = ORTQuantizer.from_pretrained(str(fp32_dir), file_name=name)
+                quantizer.quantize(quantization_config=config, save_dir=scratch)
+            quantized = Path(scratch) / name.replace(".onnx", "_quantized.onnx")
+            shutil.move(str(quantized), out_dir / name)  # same names in every precision dir
+    for name in ONNX_FILES:
+        leftovers = float_matmuls_left(out_dir / name)
+        if leftovers:
+            raise RuntimeError(f"int8 quantization left {len(leftovers)} float MatMul(s) with constant weights "
+                               f"in {name} (e.g. in graph {leftovers[0]}); subgraphs were not quantized")
+    return {"quantization": "dynamic", "preset": preset, "per_channel": True,
+            "weights_dtype": str(config.weights_dtype.name), "activations_dtype": str(config.activations_dtype.name),
+            "subgraphs": True}
+
+
+def float_matmuls_left(path: Path) -> list[str]:
+    """Names of (sub)graphs that still hold a float MatMul against a constant weight."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    found: list[str] = []
+
+    def walk(graph, constants: set[str]) -> None:
+        constants = constants | {init.name for init in graph.initializer}
+        for node in graph.node:
+            if node.op_type == "MatMul" and any(i in constants for i in node.input):
+                found.append(graph.name)
+            for attribute in node.attribute:
+                if attribute.type == onnx.AttributeProto.GRAPH:
+                    walk(attribute.g, constants)
+                for sub in attribute.graphs:
+                    walk(sub, constants)
+
+    walk(model.graph, set())
+    return found

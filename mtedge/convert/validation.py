@@ -1,0 +1,204 @@
+"""Export validation: translate a dev set with the PyTorch model (HF generate) and with each export
+through ``mtedge.Translator``, greedy and beam 4 with the same length setting (DESIGN §4.2), and
+record agreement and BLEU/chrF (with sacrebleu signatures) in the manifest.
+
+The quality gate compares the BLEU an export loses against PyTorch:
+- with references: ``BLEU(torch vs refs) − BLEU(export vs refs)``;
+- without references: ``100 − BLEU(export vs torch outputs)`` (torch's outputs are the reference).
+The larger drop over the decoding modes counts.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from mtedge.errors import DataError, UserError
+
+BUILTIN_SAMPLE = Path(__file__).with_name("validation_sample_en.txt")
+# decoding mode name -> beam size
+MODES = {"greedy": 1, "beam4": 4}
+# Sentences per HF generate call: batched like the runtime, small enough for big models on CPU.
+TORCH_BATCH = 16
+
+
+class QualityGateError(UserError):
+    """An export loses more BLEU against PyTorch than --max-bleu-drop allows."""
+
+
+@dataclass
+class ValidationSet:
+    sources: list[str]
+    references: list[str] | None
+    origin: str
+
+
+def _read_jsonl_pair(line: str, path: Path, number: int) -> tuple[str, str | None]:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}:{number}: not valid JSON ({exc})") from None
+    if isinstance(row.get("translation"), dict):
+        row = row["translation"]
+    src = next((row[k] for k in ("source", "src", "en") if k in row), None)
+    ref = next((row[k] for k in ("target", "tgt", "ref", "reference", "de") if k in row), None)
+    if src is None:
+        raise DataError(f"{path}:{number}: no source field (expected one of source, src, en)")
+    return src, ref
+
+
+def read_pairs(path: Path) -> list[tuple[str, str | None]]:
+    """(source, reference or None) from a TSV (``src[<TAB>ref]``) or JSONL file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"validation file not found: {path}")
+    pairs = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        if path.suffix in {".jsonl", ".json"}:
+            pairs.append(_read_jsonl_pair(line, path, number))
+        else:
+            src, _, ref = line.partition("\t")
+            pairs.append((src, ref.split("\t")[0] if ref else None))
+    return pairs
+
+
+def load_validation_set(path: str | Path | None, n: int) -> ValidationSet:
+    """The first ``n`` sentences of ``path``, or of the built-in generic English sample."""
+    if path is None:
+        sources = [s for s in BUILTIN_SAMPLE.read_text(encoding="utf-8").splitlines() if s.strip()][:n]
+        return ValidationSet(sources, None, f"built-in English sample ({BUILTIN_SAMPLE.name})")
+    pairs = [(s, r) for s, r in read_pairs(Path(path)) if s.strip()][:n]
+    if not pairs:
+        raise DataError(f"validation file {path} has no sentences")
+    refs = [r for _, r in pairs]
+    has_refs = all(r is not None and r.strip() for r in refs)
+    return ValidationSet([s for s, _ in pairs], refs if has_refs else None, str(path))
+
+
+def pairs_set(pairs: list[tuple[str, str]], origin: str) -> ValidationSet:
+    return ValidationSet([s for s, _ in pairs], [r for _, r in pairs], origin)
+
+
+# -- the PyTorch reference ---------------------------------------------------------------------
+def torch_outputs(model_dir: Path, tok, sources: list[str], *, max_new_tokens: int, length_penalty: float,
+                  forced_bos_token_id: int | None, max_source_length: int, threads: int | None = None,
+                  ) -> dict[str, list[str]]:
+    """HF ``generate`` translations of ``sources`` for every mode in :data:`MODES`."""
+    import torch
+    from transformers import AutoModelForSeq2SeqLM
+
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        model = AutoModelForSeq2SeqLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
+        extra = {"forced_bos_token_id": forced_bos_token_id} if forced_bos_token_id is not None else {}
+        outputs = {}
+        for mode, beams in MODES.items():
+            texts = []
+            for start in range(0, len(sources), TORCH_BATCH):
+                batch = tok(sources[start:start + TORCH_BATCH], return_tensors="pt", padding=True,
+                            truncation=True, max_length=max_source_length)
+                with torch.inference_mode():
+                    generated = model.generate(**batch, num_beams=beams, do_sample=False,
+                                               max_new_tokens=max_new_tokens, length_penalty=length_penalty,
+                                               num_return_sequences=1, **extra)
+                texts += tok.batch_decode(generated, skip_special_tokens=True)
+            outputs[mode] = texts
+        return outputs
+    finally:
+        torch.set_num_threads(previous)
+
+
+# -- metrics -----------------------------------------------------------------------------------
+def _scores(hyps: list[str], refs: list[str]) -> tuple[float, float, str, str]:
+    from sacrebleu.metrics import BLEU, CHRF
+
+    bleu, chrf = BLEU(), CHRF()
+    b = bleu.corpus_score(hyps, [refs])
+    c = chrf.corpus_score(hyps, [refs])
+    return round(b.score, 2), round(c.score, 2), str(bleu.get_signature()), str(chrf.get_signature())
+
+
+def reference_scores(torch_out: dict[str, list[str]], references: list[str] | None) -> dict:
+    """PyTorch's own BLEU/chrF against the references, per mode (empty without references)."""
+    if not references:
+        return {}
+    out = {}
+    for mode, hyps in torch_out.items():
+        bleu, chrf, bsig, csig = _scores(hyps, references)
+        out[mode] = {"bleu_ref": bleu, "chrf_ref": chrf, "signature": {"bleu": bsig, "chrf": csig}}
+    return out
+
+
+def mode_record(hyps: list[str], torch_hyps: list[str], references: list[str] | None,
+                torch_ref: dict | None) -> dict:
+    agreement = sum(h == t for h, t in zip(hyps, torch_hyps)) / max(1, len(hyps))
+    bleu_t, chrf_t, bsig, csig = _scores(hyps, torch_hyps)
+    record = {"agreement": round(agreement, 4), "bleu_vs_torch": bleu_t, "chrf_vs_torch": chrf_t,
+              "bleu_ref": None, "chrf_ref": None, "bleu_delta": None,
+              "signature": {"bleu": bsig, "chrf": csig}}
+    if references:
+        bleu_r, chrf_r, _, _ = _scores(hyps, references)
+        record.update(bleu_ref=bleu_r, chrf_ref=chrf_r, bleu_delta=round(bleu_r - torch_ref["bleu_ref"], 2))
+        record["bleu_drop"] = round(torch_ref["bleu_ref"] - bleu_r, 2)
+    else:
+        record["bleu_drop"] = round(100.0 - bleu_t, 2)
+    return record
+
+
+# -- the exports -------------------------------------------------------------------------------
+def translate_with_bundle(bundle_dir: Path, engine: str, precision: str, sources: list[str], *,
+                          max_new_tokens: int, length_penalty: float, device: str = "cpu",
+                          threads: int | None = None) -> dict[str, list[str]]:
+    try:
+        from mtedge import Translator
+    except ImportError as exc:
+        raise RuntimeError(f"mtedge.Translator is not available ({exc}); cannot validate the export") from None
+    translator = Translator(bundle_dir, engine=engine, precision=precision, device=device, threads=threads)
+    out = {}
+    for mode, beams in MODES.items():
+        results = translator.translate(sources, beam_size=beams, max_length=max_new_tokens,
+                                       length_penalty=length_penalty)
+        out[mode] = [r.text for r in results]
+    return out
+
+
+def validate_export(bundle_dir: Path, engine: str, precision: str, vset: ValidationSet,
+                    torch_out: dict[str, list[str]], torch_ref: dict, *, max_new_tokens: int,
+                    length_penalty: float, device: str = "cpu", threads: int | None = None) -> dict:
+    outputs = translate_with_bundle(bundle_dir, engine, precision, vset.sources, max_new_tokens=max_new_tokens,
+                                    length_penalty=length_penalty, device=device, threads=threads)
+    record = {"n": len(vset.sources), "source": vset.origin, "max_length": max_new_tokens,
+              "length_penalty": length_penalty, "device": device,
+              "gate_basis": "bleu_vs_references" if vset.references else "100_minus_bleu_vs_torch"}
+    for mode in MODES:
+        record[mode] = mode_record(outputs[mode], torch_out[mode], vset.references, torch_ref.get(mode))
+    return record
+
+
+def bleu_drop(record: dict) -> float:
+    return max(record[mode]["bleu_drop"] for mode in MODES)
+
+
+def check_gate(validations: dict[tuple[str, str], dict], max_bleu_drop: float | None) -> None:
+    """Raise :class:`QualityGateError` naming every engine+precision that loses too much."""
+    if max_bleu_drop is None:
+        return
+    failures = []
+    for (engine, precision), record in validations.items():
+        if not record or "skipped" in record:
+            continue
+        drop = bleu_drop(record)
+        if drop > max_bleu_drop:
+            worst = max(MODES, key=lambda m: record[m]["bleu_drop"])
+            basis = "BLEU vs references" if record["gate_basis"] == "bleu_vs_references" \
+                else "100 − BLEU vs PyTorch output"
+            failures.append(f"{engine} {precision} loses {drop:.2f} BLEU vs PyTorch ({worst}, {basis}, "
+                            f"n={record['n']})")
+    if failures:
+        raise QualityGateError(f"quality gate failed (--max-bleu-drop {max_bleu_drop}): " + "; ".join(failures)
+                               + "; the bundle was not written")

@@ -1,0 +1,226 @@
+"""``mtedge bench`` end to end on the tiny fixture bundle: real workers, real engines, real sacrebleu.
+
+Speed targets are never asserted (timings here swing 10x); what is asserted is that every
+number in the report is computed from the run it describes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sacrebleu
+
+MTEDGE = [sys.executable, "-m", "mtedge.cli"]
+# a subset that covers every runner kind and keeps the test near a minute
+MAIN_CONFIGS = ["hf-torch-fp32", "onnx-fp32", "onnx-int8", "ct2-int8", "ct2-raw-int8", "optimum-ort-int8"]
+
+
+def run_cli(args, timeout=300, **kwargs):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    return subprocess.run(MTEDGE + args, capture_output=True, text=True, timeout=timeout, env=env, **kwargs)
+
+
+def bench_args(bundle, test_file, out, work, configs, *extra):
+    return ["bench", str(bundle), "--test", str(test_file), "--out", str(out), "--work-dir", str(work),
+            "--configs", ",".join(configs), "--threads", "1", "--quick", "--max-length", "48", "--no-progress", *extra]
+
+
+@pytest.fixture(scope="module")
+def bench_bundle(tiny_marian_bundle):
+    return Path(tiny_marian_bundle)
+
+
+@pytest.fixture(scope="module")
+def parallel_test_file(tmp_path_factory, tiny_dev_pairs):
+    path = tmp_path_factory.mktemp("bench-data") / "test.tsv"
+    path.write_text("".join(f"{s}\t{t}\n" for s, t in tiny_dev_pairs[:32]), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def main_run(bench_bundle, parallel_test_file, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench-out")
+    work = tmp_path_factory.mktemp("bench-work")
+    started = time.perf_counter()
+    proc = run_cli(bench_args(bench_bundle, parallel_test_file, out, work, MAIN_CONFIGS))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    return {"out": out, "report": report, "rows": {r["name"]: r for r in report["results"]},
+            "stdout": proc.stdout, "seconds": time.perf_counter() - started}
+
+
+def outputs_of(run, name):
+    return (run["out"] / "outputs" / f"{name}.txt").read_text(encoding="utf-8").splitlines()
+
+
+def references_of(path):
+    return [line.split("\t")[1] for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_report_has_every_config_and_the_required_fields(main_run):
+    report = main_run["report"]
+    assert [r["name"] for r in report["results"]] == MAIN_CONFIGS
+    for key in ("cpu_model", "usable_cores", "simd", "packages"):
+        assert key in report["machine"]
+    assert set(report["machine"]["simd"]) >= {"AVX2", "AVX512", "AVX512-VNNI"}
+    assert report["settings"]["threads"] == 1
+    for row in report["results"]:
+        assert row["error"] is None, row
+        for key in ("engine", "precision", "beam_size", "batch_size", "throughput_tok_s", "latency_ms",
+                    "peak_rss_mb", "disk_mb", "load_s", "bleu", "chrf", "bleu_delta", "agreement"):
+            assert key in row
+        assert (row["beam_size"], row["batch_size"]) == (4, 32)
+        assert row["throughput_tok_s"] > 0 and row["load_s"] > 0
+        lat = row["latency_ms"]
+        assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"]
+    md = (main_run["out"] / "report.md").read_text(encoding="utf-8")
+    assert "| hf-torch-fp32 |" in md and "## Targets" in md and "nrefs:1|case:mixed" in md
+    for target in ("ct2-int8 throughput >= 4x hf-torch", "within 5% of raw CTranslate2"):
+        assert target in md
+    for png in ("throughput_vs_bleu_delta.png", "latency_percentiles.png", "memory_and_disk.png"):
+        assert (main_run["out"] / png).read_bytes()[:4] == b"\x89PNG"
+    assert "| ct2-raw-int8 |" in main_run["stdout"]   # the table is printed at the end
+
+
+def test_quality_numbers_come_from_the_outputs(main_run, parallel_test_file):
+    rows, refs = main_run["rows"], references_of(parallel_test_file)
+    reference = outputs_of(main_run, "hf-torch-fp32")
+    assert rows["hf-torch-fp32"]["bleu_delta"] == 0.0 and rows["hf-torch-fp32"]["agreement"] == 1.0
+    for name in MAIN_CONFIGS:
+        hyps, row = outputs_of(main_run, name), rows[name]
+        bleu = sacrebleu.corpus_bleu(hyps, [refs])
+        assert row["bleu"] == pytest.approx(bleu.score, abs=1e-9)
+        assert row["chrf"] == pytest.approx(sacrebleu.corpus_chrf(hyps, [refs]).score, abs=1e-9)
+        assert row["bleu_delta"] == pytest.approx(row["bleu"] - rows["hf-torch-fp32"]["bleu"], abs=1e-9)
+        agree = sum(h == r for h, r in zip(hyps, reference)) / len(reference)
+        assert row["agreement"] == agree
+        if hyps == reference:
+            assert row["bleu_delta"] == 0.0
+    # fp32 ONNX through our decoder reproduces PyTorch (exact parity is the export's test; batch-32
+    # padding may flip a rare near-tie, DESIGN §4.4)
+    assert rows["onnx-fp32"]["agreement"] >= 0.9
+
+
+def test_memory_and_disk_are_measured(main_run, bench_bundle):
+    rows = main_run["rows"]
+    rss = [r["peak_rss_mb"] for r in rows.values()]
+    assert all(v > 0 for v in rss) and len(set(rss)) > 1
+    # the torch peer imports torch; the CT2 worker of ours does not
+    assert rows["hf-torch-fp32"]["peak_rss_mb"] > rows["ct2-int8"]["peak_rss_mb"]
+    for name, sub in (("ct2-int8", "ct2/int8"), ("onnx-int8", "onnx/int8"), ("hf-torch-fp32", "torch/fp32"),
+                      ("optimum-ort-int8", "onnx/int8")):
+        files = [p for p in (bench_bundle / sub).rglob("*") if p.is_file()]
+        assert rows[name]["disk_bytes"] == sum(p.stat().st_size for p in files)
+        assert rows[name]["disk_mb"] == pytest.approx(rows[name]["disk_bytes"] / 2**20)
+
+
+def test_throughput_and_latency_come_from_the_raw_timings(main_run, bench_bundle):
+    import sentencepiece as spm
+
+    meta = json.loads((bench_bundle / "tokenizer" / "mtedge_tokenizer.json").read_text())
+    sp = spm.SentencePieceProcessor(model_file=str(bench_bundle / "tokenizer" / meta["target_spm"]))
+    settings = main_run["report"]["settings"]
+    for name, row in main_run["rows"].items():
+        tokens = sum(len(sp.encode(t, out_type=str)) + 1 for t in outputs_of(main_run, name))
+        assert row["target_tokens"] == tokens
+        passes = row["raw"]["throughput_pass_s"]
+        assert len(passes) == settings["throughput_repeats"]
+        assert row["throughput_tok_s"] == pytest.approx(tokens / sorted(passes)[len(passes) // 2])
+        greedy = row["raw"]["latency_ms"]["greedy"]
+        assert len(greedy) == settings["latency_sentences"] * settings["repeats"]
+        for q in (50, 90, 99):
+            assert row["latency_ms"][f"p{q}"] == pytest.approx(float(np.percentile(greedy, q)))
+        assert row["latency_beam4_ms"]["p50"] == pytest.approx(float(np.median(row["raw"]["latency_ms"]["beam4"])))
+
+
+# ---------------------------------------------------------------- bad input
+
+@pytest.fixture(scope="module")
+def degraded_run(bench_bundle, tiny_dev_pairs, tmp_path_factory):
+    """Sources only; a config the bundle lacks; a config starved of memory; the rest must still run."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("bench-degraded")
+    bundle = root / "bundle"
+    shutil.copytree(bench_bundle, bundle, symlinks=True)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["engines"]["ct2"].pop("int16", None)
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    shutil.rmtree(bundle / "ct2" / "int16", ignore_errors=True)
+    sources = root / "sources.txt"
+    sources.write_text("".join(f"{s}\n" for s, _ in tiny_dev_pairs[:8]), encoding="utf-8")
+    configs = ["ct2-int16", "ct2-raw-int8", "hf-torch-fp32", "ct2-int8"]
+    proc = run_cli(bench_args(bundle, sources, root / "out", root / "work", configs,
+                              "--max-memory-mb", "ct2-raw-int8=48"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((root / "out" / "report.json").read_text())
+    return {"report": report, "rows": {r["name"]: r for r in report["results"]}, "out": root / "out"}
+
+
+def test_sources_without_references_still_give_agreement(degraded_run):
+    rows = degraded_run["rows"]
+    assert degraded_run["report"]["test_set"]["has_references"] is False
+    for name in ("hf-torch-fp32", "ct2-int8"):
+        assert rows[name]["bleu"] is None and rows[name]["chrf"] is None and rows[name]["bleu_delta"] is None
+    assert rows["hf-torch-fp32"]["agreement"] == 1.0
+    assert 0.0 <= rows["ct2-int8"]["agreement"] <= 1.0
+    md = (degraded_run["out"] / "report.md").read_text()
+    assert "no references" in md and "n/a" in md
+
+
+def test_a_config_missing_from_the_bundle_is_an_error_row(degraded_run):
+    row = degraded_run["rows"]["ct2-int16"]
+    assert row["error"].startswith("not in bundle") and "int16" in row["error"]
+    assert row["throughput_tok_s"] is None
+
+
+def test_a_worker_out_of_memory_is_recorded_and_the_run_goes_on(degraded_run):
+    row = degraded_run["rows"]["ct2-raw-int8"]
+    assert row["error"].startswith("worker failed") and row["exit_code"] != 0
+    assert row["stderr_tail"].strip()
+    assert degraded_run["report"]["settings"]["max_memory_mb"] == {"ct2-raw-int8": 48}
+    # configs after the failed one were measured
+    assert degraded_run["rows"]["ct2-int8"]["error"] is None
+    assert degraded_run["rows"]["ct2-int8"]["throughput_tok_s"] > 0
+
+
+def test_unknown_config_name_is_a_clear_error(bench_bundle, parallel_test_file, tmp_path):
+    proc = run_cli(bench_args(bench_bundle, parallel_test_file, tmp_path / "o", tmp_path / "w", ["ct2-int9"]))
+    assert proc.returncode == 2
+    assert "error: unknown bench config ct2-int9" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "o" / "report.json").exists()
+
+
+def test_ctrl_c_writes_what_was_measured_and_exits_130(bench_bundle, parallel_test_file, tmp_path):
+    out = tmp_path / "out"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    args = bench_args(bench_bundle, parallel_test_file, out, tmp_path / "w",
+                      ["ct2-int8", "hf-torch-fp32", "onnx-fp32"])
+    proc = subprocess.Popen(MTEDGE + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:   # wait until the first row is on disk, then interrupt
+            report_path = out / "report.json"
+            if report_path.exists() and json.loads(report_path.read_text())["results"][:1]:
+                break
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr[-2000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["interrupted"] is True
+    assert report["results"][0]["name"] == "ct2-int8" and report["results"][0]["throughput_tok_s"] > 0
+    assert len(report["results"]) < 3
+    assert "INTERRUPTED" in (out / "report.md").read_text()
