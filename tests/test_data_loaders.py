@@ -125,6 +125,50 @@ def test_invalid_utf8_in_po(tmp_path):
     assert Pair("Open file %s", "Datei %s \ufffdffnen") in read_pairs(path, encoding_errors="replace")
 
 
+def test_invalid_utf8_in_jsonl_and_aligned_text(tmp_path):
+    jsonl = tmp_path / "c.jsonl"
+    jsonl.write_bytes(b'{"src": "a", "tgt": "b"}\n{"src": "\xff", "tgt": "c"}\n')
+    with pytest.raises(DataError, match=r"c\.jsonl:2: invalid UTF-8 \(byte 0xff"):
+        read_pairs(jsonl)
+    assert read_pairs(jsonl, encoding_errors="replace")[1] == Pair("\ufffd", "c")
+    (tmp_path / "a.en").write_text("One\nTwo\n", encoding="utf-8")
+    (tmp_path / "a.de").write_bytes(b"Eins\nZw\xe9i\n")  # Latin-1, not UTF-8
+    with pytest.raises(DataError, match=r"a\.de:2: invalid UTF-8"):
+        read_pairs(tmp_path / "a.en", target_path=tmp_path / "a.de")
+    pairs = read_pairs(tmp_path / "a.en", target_path=tmp_path / "a.de", encoding_errors="ignore")
+    assert pairs == [Pair("One", "Eins"), Pair("Two", "Zwi")]
+
+
+def test_invalid_utf8_in_mo_names_the_file_and_replace_works(tmp_path):
+    path = tmp_path / "de.mo"
+    _catalog().save_as_mofile(str(path))
+    path.write_bytes(path.read_bytes().replace("öffnen".encode(), b"\xf6ffnen"))
+    with pytest.raises(DataError, match=r"de\.mo: invalid text in the catalog.*encoding_errors=\"replace\""):
+        read_pairs(path)
+    pairs = read_pairs(path, encoding_errors="replace")
+    assert Pair("Open file %s", "Datei %s \ufffdffnen") in pairs
+    assert Pair("%d files", "%d Dateien") in pairs  # plural forms decoded the same way
+    assert len(pairs) == len(EXPECTED_CATALOG)
+
+
+def test_corrupt_mo_is_a_data_error(tmp_path):
+    path = tmp_path / "de.mo"
+    path.write_bytes(b"not a catalog")
+    with pytest.raises(DataError, match=r"de\.mo: not a readable gettext mo file"):
+        read_pairs(path)
+
+
+def test_empty_file_says_it_is_empty(tmp_path):
+    (tmp_path / "c.tsv").write_text("\n\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"no pairs in .*c\.tsv: an empty file"):
+        load_pairs(tmp_path / "c.tsv")
+    po = polib.POFile()
+    po.append(polib.POEntry(msgid="Untranslated", msgstr=""))
+    po.save(str(tmp_path / "de.po"))
+    with pytest.raises(DataError, match="no translated entries"):
+        load_pairs(tmp_path / "de.po")
+
+
 def test_empty_after_filtering_says_what_was_read_and_dropped(tmp_path):
     path = tmp_path / "c.tsv"
     path.write_text(" \tleer\na b c\td e f\n", encoding="utf-8")

@@ -31,6 +31,9 @@ def load_pairs(path: str | Path, **kw) -> list[Pair]:
     pairs, stats = clean_pairs_with_stats(raw, **clean_kw)
     if not pairs:
         where = f"{path} + {kw['target_path']}" if kw.get("target_path") else str(path)
+        if not stats.read:
+            # say so plainly rather than "the filters dropped 0"
+            raise DataError(f"no pairs in {where}: an empty file, or a catalog with no translated entries")
         raise DataError(
             f"no usable pairs in {where}: read {stats.read}, the filters dropped {stats.dropped} "
             f"({stats.describe()})"

@@ -111,6 +111,26 @@ def _polib():
     return polib
 
 
+def _mofile_lenient(polib, path: Path, errors: str):
+    """A ``.mo`` catalog whose bad bytes are decoded with ``errors`` (``"replace"``/``"ignore"``).
+
+    polib has no errors= option and a ``.mo`` has no lines to hand it as text. Latin-1 maps every byte to
+    one character and back, so: parse as Latin-1 (never fails), then decode each string's original bytes
+    with the catalog's declared charset.
+    """
+    charset = polib.detect_encoding(str(path), True)
+    catalog = polib.mofile(str(path), encoding="latin-1")
+
+    def redecode(text: str) -> str:
+        return text.encode("latin-1").decode(charset, errors=errors)
+
+    for entry in catalog:
+        entry.msgid, entry.msgstr = redecode(entry.msgid), redecode(entry.msgstr)
+        entry.msgid_plural = redecode(entry.msgid_plural)
+        entry.msgstr_plural = {k: redecode(v) for k, v in (entry.msgstr_plural or {}).items()}
+    return catalog
+
+
 def read_gettext(path: str | Path, *, fmt: str | None = None, encoding_errors: str = "strict") -> list[Pair]:
     """Pairs from a ``.po`` or ``.mo`` file (``fmt`` = ``"po"``/``"mo"``, else taken from the extension)."""
     from mtedge.data.textio import ENCODING_ERRORS_HINT, read_lines, require_file
@@ -119,7 +139,9 @@ def read_gettext(path: str | Path, *, fmt: str | None = None, encoding_errors: s
     path = require_file(path)
     fmt = fmt or path.suffix.lstrip(".").lower()
     try:
-        if fmt == "mo":
+        if fmt == "mo" and encoding_errors != "strict":
+            catalog = _mofile_lenient(polib, path, encoding_errors)
+        elif fmt == "mo":
             catalog = polib.mofile(str(path))
         elif polib.detect_encoding(str(path)).lower().replace("_", "-") not in ("utf-8", "utf8"):
             catalog = polib.pofile(str(path))  # a legacy charset declared in the header: polib decodes it
