@@ -1,0 +1,170 @@
+"""Fine-tuning methods: which weights train, and how (PEFT LoRA, PEFT IA3, or every weight).
+
+Both PEFT methods merge back into plain weights, so a fine-tuned model exports like any other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from mtedge.errors import UserError
+
+METHODS = ("lora", "ia3", "full")
+PEFT_METHODS = ("lora", "ia3")
+
+# Module names per family layout: Marian, M2M100/NLLB and mBART share BART's; T5/mT5 its own.
+_BART_LIKE = ("marian", "m2m100", "mbart")
+ATTENTION_MODULES = {**{f: ("q_proj", "k_proj", "v_proj", "out_proj") for f in _BART_LIKE},
+                     "t5": ("q", "k", "v", "o")}
+FEEDFORWARD_MODULES = {**{f: ("fc1", "fc2") for f in _BART_LIKE}, "t5": ("wi", "wi_0", "wi_1", "wo")}
+
+# LoRA on every attention projection adapts a translation model to a domain well for few parameters;
+# the feed-forward layers add many parameters for little gain at small ranks.
+DEFAULT_LORA_TARGETS = ATTENTION_MODULES
+# IA3 as in its paper (Liu et al. 2022): rescale keys, values and the feed-forward intermediate
+# activations (the input of the FFN's output projection).
+DEFAULT_IA3_TARGETS = {**{f: ("k_proj", "v_proj", "fc2") for f in _BART_LIKE}, "t5": ("k", "v", "wo")}
+
+
+@dataclass
+class MethodSettings:
+    """What ``mtedge train`` was asked to train; recorded in ``run.json`` and the merged provenance."""
+
+    method: str = "lora"
+    target_modules: list[str] | None = None   # None: the family's defaults
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def check_method(settings: MethodSettings) -> None:
+    """Cheap checks, run before any model is loaded."""
+    if settings.method not in METHODS:
+        raise UserError(f"unknown method {settings.method!r}; choose one of {', '.join(METHODS)}")
+    if settings.method == "full" and settings.target_modules:
+        raise UserError("--target-modules applies to lora and ia3; --method full trains every weight")
+    if settings.method == "lora":
+        if settings.lora_r < 1:
+            raise UserError(f"--lora-r must be at least 1, got {settings.lora_r}")
+        if not 0.0 <= settings.lora_dropout < 1.0:
+            raise UserError(f"--lora-dropout must be in [0, 1), got {settings.lora_dropout}")
+
+
+def linear_module_names(model) -> dict[str, list[str]]:
+    """Short name (last dotted part) -> full names of every ``nn.Linear`` in ``model``."""
+    import torch
+
+    names: dict[str, list[str]] = {}
+    for full_name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear):
+            names.setdefault(full_name.rsplit(".", 1)[-1], []).append(full_name)
+    return dict(sorted(names.items()))
+
+
+def _matches(full_name: str, target: str) -> bool:
+    # PEFT's own rule for a list of targets: the whole name, or a dotted suffix of it.
+    return full_name == target or full_name.endswith("." + target)
+
+
+def _embeddings_tied(model) -> bool:
+    output = model.get_output_embeddings()
+    return output is not None and output.weight is model.get_input_embeddings().weight
+
+
+def resolve_target_modules(model, family: str, settings: MethodSettings) -> list[str]:
+    """The modules the PEFT method adapts: the user's (each checked to exist) or the family's defaults."""
+    defaults = DEFAULT_LORA_TARGETS if settings.method == "lora" else DEFAULT_IA3_TARGETS
+    targets = list(settings.target_modules or defaults[family])
+    linear = linear_module_names(model)
+    head = model.get_output_embeddings()
+    if _embeddings_tied(model):
+        # A merged delta on lm_head would also change the tied input embeddings (and the Marian pad row).
+        linear = {short: [n for n in fulls if model.get_submodule(n) is not head] for short, fulls in linear.items()}
+        linear = {short: fulls for short, fulls in linear.items() if fulls}
+    all_full_names = [n for fulls in linear.values() for n in fulls]
+    example = ".".join(all_full_names[0].split(".")[-2:])
+    for target in targets:
+        if head is not None and _embeddings_tied(model) and any(
+                _matches(n, target) and model.get_submodule(n) is head for n, _ in model.named_modules()):
+            raise UserError(f"target module {target!r} is the output projection, tied to the input embeddings; "
+                            f"adapt the attention/feed-forward modules instead, or use --method full")
+        if not any(_matches(n, target) for n in all_full_names):
+            raise UserError(
+                f"target module {target!r} is not in this {family} model; its adaptable linear modules are: "
+                f"{', '.join(linear)} (a dotted suffix such as {example} narrows the match)")
+    return targets
+
+
+def peft_config(model, family: str, settings: MethodSettings):
+    """The PEFT config for ``settings`` (``None`` for full fine-tuning)."""
+    from peft import IA3Config, LoraConfig, TaskType
+
+    if settings.method == "full":
+        return None
+    targets = resolve_target_modules(model, family, settings)
+    if settings.method == "lora":
+        return LoraConfig(task_type=TaskType.SEQ_2_SEQ_LM, r=settings.lora_r, lora_alpha=settings.lora_alpha,
+                          lora_dropout=settings.lora_dropout, target_modules=targets, bias="none")
+    feedforward = [t for t in targets if t.rsplit(".", 1)[-1] in FEEDFORWARD_MODULES[family]]
+    return IA3Config(task_type=TaskType.SEQ_2_SEQ_LM, target_modules=targets, feedforward_modules=feedforward)
+
+
+def apply_method(model, family: str, settings: MethodSettings):
+    """``model`` ready to train with ``settings``: wrapped by PEFT, or with every weight trainable.
+
+    Returns ``(model, method_config)``, the config as a JSON-able dict for the records.
+    """
+    from peft import get_peft_model
+
+    config = peft_config(model, family, settings)
+    if config is None:
+        # The model's own requires_grad flags already say what trains: everything but Marian's sinusoidal
+        # position table, which must stay fixed (CTranslate2 recomputes it rather than reading it).
+        return model, {"method": "full", "trainable_parameters": count_trainable(model)}
+    wrapped = get_peft_model(model, config)
+    record = json_safe(config.to_dict())
+    record["trainable_parameters"] = count_trainable(wrapped)
+    return wrapped, record
+
+
+def count_trainable(model) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def json_safe(value):
+    """PEFT configs hold sets and enums; the records want plain JSON."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        items = [json_safe(v) for v in value]
+        return sorted(items, key=str) if isinstance(value, set) else items
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return getattr(value, "value", str(value))
+
+
+# -- Marian's <pad> row (DESIGN §4.1) -------------------------------------------------------------
+def zero_marian_pad_row(model) -> None:
+    """CTranslate2 assumes Marian's ``<pad>`` embedding (the decoder start) is zero; full training moves it."""
+    import torch
+
+    with torch.no_grad():
+        pad = model.config.pad_token_id
+        model.get_input_embeddings().weight[pad].zero_()
+        output = model.get_output_embeddings()
+        if output is not None:
+            output.weight[pad].zero_()  # the same tensor when tied; a separate head needs its own
+        decoder_embeddings = model.get_decoder().get_input_embeddings()
+        decoder_embeddings.weight[pad].zero_()  # untied encoder/decoder vocabularies have their own table
+
+
+def marian_pad_row_is_zero(model) -> bool:
+    pad = model.config.pad_token_id
+    tables = [model.get_input_embeddings().weight, model.get_decoder().get_input_embeddings().weight]
+    if model.get_output_embeddings() is not None:
+        tables.append(model.get_output_embeddings().weight)
+    return all(not bool(table[pad].any()) for table in tables)
