@@ -21,6 +21,8 @@ REFERENCE_MODEL ?= benchmarks/reference_model/model
 DEMO_BUNDLE     ?= export/reference-en-de
 DEMO_DEV        ?= benchmarks/corpora/data/bible/dev.tsv
 DEMO_TEST       ?= benchmarks/corpora/data/bible/test.tsv
+# git-ignored: a demo run is not a recorded result (those go to benchmarks/results/<suite>/ on purpose)
+DEMO_OUT        ?= benchmarks/results/tmp/demo
 
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
@@ -75,7 +77,7 @@ check-runtime-install: $(RUNTIME_STAMP)
 # The bundle is rebuilt only when the model changes.
 demo: $(STAMP) $(DEMO_BUNDLE)/manifest.json $(DEMO_TEST)
 	$(BIN)/mtedge info $(DEMO_BUNDLE)
-	$(BIN)/mtedge bench $(DEMO_BUNDLE) --test $(DEMO_TEST) --quick --out benchmarks/results/demo
+	$(BIN)/mtedge bench $(DEMO_BUNDLE) --test $(DEMO_TEST) --quick --out $(DEMO_OUT)
 
 $(REFERENCE_MODEL)/model.safetensors:
 	@echo "make demo: no reference model at $(REFERENCE_MODEL); it is published by" \

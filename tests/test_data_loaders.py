@@ -22,6 +22,13 @@ def test_tsv_skips_blank_lines_and_handles_crlf_and_bom(tmp_path):
     assert read_pairs(path) == [Pair("a", "b"), Pair("c", "d")]
 
 
+def test_pair_unpacks_as_source_and_target():
+    # the bench and other callers iterate `for src, tgt in load_pairs(...)`
+    src, tgt = Pair("Hello", "Hallo")
+    assert (src, tgt) == ("Hello", "Hallo") and Pair("a", "b").tgt == "b"
+    assert len({Pair("a", "b"), Pair("a", "b")}) == 1
+
+
 def test_jsonl_with_custom_keys(tmp_path):
     path = tmp_path / "c.jsonl"
     lines = [{"en": "One", "de": "Eins", "id": 1}, {"en": "Two", "de": "Zwei"}]

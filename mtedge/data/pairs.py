@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class Pair:
-    """A source sentence and its reference translation."""
+class Pair(NamedTuple):
+    """A source sentence and its reference translation.
+
+    A named tuple, so callers that want plain ``(src, tgt)`` tuples (the bench, sacrebleu glue) can unpack
+    it (``for src, tgt in pairs``) without converting, and it is hashable for deduplication.
+    """
 
     src: str
     tgt: str
