@@ -1,0 +1,111 @@
+"""The engines that run a bundle, and :func:`load_engine`, which picks and builds one.
+
+Each engine module imports its own library (ctranslate2, onnxruntime, torch) when it is built,
+never at ``import mtedge``. ``torch`` is the PyTorch reference and needs the ``mtedge[export]`` extra.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from mtedge.bundle import GPU_PRECISIONS, Bundle
+from mtedge.engines.base import DecodeOptions, Engine, Hypothesis, TargetSpec
+from mtedge.errors import UserError
+
+ENGINES = ("ct2", "onnx", "torch")
+DEFAULT_PRECISION = {"ct2": "int8", "onnx": "int8", "torch": "fp32"}
+# Names users reach for that an engine spells differently.
+PRECISION_ALIASES = {
+    "ct2": {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"},
+    "onnx": {"float32": "fp32", "float16": "fp16"},
+    "torch": {"float32": "fp32"},
+}
+DEVICES = ("auto", "cpu", "cuda")
+
+__all__ = ["ENGINES", "DEFAULT_PRECISION", "DecodeOptions", "Engine", "Hypothesis", "TargetSpec",
+           "load_engine", "resolve_precision", "resolve_device", "cuda_available"]
+
+
+def resolve_precision(engine: str, precision: str | None) -> str:
+    if precision is None:
+        return DEFAULT_PRECISION[engine]
+    return PRECISION_ALIASES.get(engine, {}).get(precision, precision)
+
+
+def cuda_available(engine: str) -> bool:
+    """Whether ``engine`` can run on a CUDA device here (the library's own view)."""
+    try:
+        if engine == "ct2":
+            import ctranslate2
+
+            return ctranslate2.get_cuda_device_count() > 0
+        if engine == "onnx":
+            import onnxruntime
+
+            return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+        if engine == "torch":
+            import torch
+
+            return torch.cuda.is_available()
+    except ImportError:
+        return False
+    return False
+
+
+def resolve_device(engine: str, device: str, precision: str) -> str:
+    """``auto`` → ``cuda`` when the engine sees a GPU, else ``cpu``; ``cuda`` without one is an error."""
+    if device not in DEVICES:
+        raise UserError(f"unknown device {device!r}; choose from {', '.join(DEVICES)}")
+    gpu_only = precision in GPU_PRECISIONS.get(engine, set())
+    if device == "auto":
+        device = "cuda" if cuda_available(engine) else "cpu"
+    elif device == "cuda" and not cuda_available(engine):
+        raise UserError(f"device 'cuda' was asked for, but {engine} sees no CUDA GPU here; "
+                        f"use device 'cpu' or 'auto'")
+    if gpu_only and device != "cuda":
+        raise UserError(f"{engine} precision {precision} runs only on a CUDA device, and none is in use; "
+                        f"choose a CPU precision (e.g. {DEFAULT_PRECISION[engine]})")
+    return device
+
+
+def load_engine(bundle: Bundle, engine: str, precision: str | None = None, device: str = "cpu",
+                threads: int | None = None, *, tokenizer=None, workers: int = 1,
+                graph_optimization: str = "all") -> Engine:
+    """Build ``engine`` at ``precision`` on ``device`` from ``bundle`` (files checked first).
+
+    ``threads``: compute threads per call (None: the library's default). ``workers``: CTranslate2
+    calls that may run at once (``inter_threads``); the other engines run one call at a time.
+    ``device``: auto | cpu | cuda (see :func:`resolve_device`).
+    """
+    if engine not in ENGINES:
+        raise UserError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
+    precision = resolve_precision(engine, precision)
+    device = resolve_device(engine, device, precision)
+    model_dir = bundle.engine_dir(engine, precision)  # names what the bundle has when it lacks this
+    if tokenizer is None:
+        from mtedge.tokenizer import BundleTokenizer
+
+        tokenizer = BundleTokenizer(bundle.tokenizer_dir())
+    target = tokenizer.target_spec()
+    generation = bundle.generation
+    if engine == "ct2":
+        from mtedge.engines.ct2_engine import CT2Engine
+
+        return CT2Engine(model_dir, target, tokenizer.pieces, precision=precision, device=device,
+                         threads=threads, workers=workers, unk_id=tokenizer.unk_id,
+                         forced_eos=generation.get("forced_eos_token_id") is not None,
+                         repetition_penalty=generation.get("repetition_penalty") or 1.0,
+                         no_repeat_ngram_size=generation.get("no_repeat_ngram_size") or 0)
+    if engine == "torch":
+        from mtedge.engines.torch_engine import TorchEngine
+
+        return TorchEngine(model_dir, target, device=device, threads=threads)
+    try:
+        module = importlib.import_module("mtedge.engines.onnx_engine")
+    except ModuleNotFoundError as exc:
+        if exc.name != "mtedge.engines.onnx_engine":
+            raise
+        raise UserError("the ONNX engine is not part of this mtedge build (mtedge.engines.onnx_engine is "
+                        "missing); use engine 'ct2'") from None
+    return module.OnnxEngine(model_dir, target, bundle.manifest.get("model_shape") or {}, device=device,
+                             threads=threads, graph_optimization=graph_optimization)

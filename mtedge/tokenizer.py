@@ -1,0 +1,226 @@
+"""The runtime tokenizer: a bundle's ``tokenizer/`` read with sentencepiece and ``vocab.json`` only.
+
+:class:`BundleTokenizer` reproduces the Hugging Face *slow* tokenizer of each family exactly
+(``tok(text, truncation=True)["input_ids"]`` and ``tok.decode(ids, skip_special_tokens=True)``),
+without transformers. What it mirrors, family by family (transformers 4.57):
+
+- every family first splits the text on the special tokens written literally in it (HF's added
+  tokens: ``</s>``, ``<unk>``, language codes …), which become their own ids;
+- Marian: a leading ``>>xx<<`` of each chunk is one token; the rest goes through ``source.spm``;
+  pieces map through ``vocab.json``; decoding uses ``target.spm``;
+- T5 ``legacy: true``: plain ``spm.encode``. ``legacy: false``: ``▁`` becomes a space, ``▁`` is
+  prepended, and a chunk that starts with a space is encoded as ``"<unk>" + chunk`` with the
+  model's ``add_dummy_prefix`` turned off and the ``<unk>`` pieces dropped (export/README.md);
+- M2M100 / mBART: plain ``spm.encode`` mapped through ``vocab.json``, with a source-language
+  prefix (M2M100) or suffix (mBART).
+
+Unknown pieces map to ``unk_id``. Truncation keeps ``model_max_length`` ids, prefix/suffix included.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from mtedge.engines.base import TargetSpec
+from mtedge.errors import BundleError
+
+TOKENIZER_JSON = "mtedge_tokenizer.json"
+SPIECE_UNDERLINE = "\u2581"
+KINDS = ("marian", "t5", "m2m100", "mbart")
+# Special tokens that eat the whitespace on their left when found in text (HF AddedToken lstrip).
+_LSTRIP_TOKENS = {"mbart": {"<mask>"}}
+
+
+def _load_spm(path: Path, add_dummy_prefix: bool = True):
+    import sentencepiece as spm
+
+    if not path.is_file():
+        raise BundleError(f"tokenizer file missing: {path}")
+    if add_dummy_prefix:
+        return spm.SentencePieceProcessor(model_file=str(path))
+    # T5 legacy=False loads the model with normalizer_spec.add_dummy_prefix switched off.
+    # protobuf comes with onnxruntime; sentencepiece ships the generated module.
+    from sentencepiece import sentencepiece_model_pb2 as model_pb2
+
+    model = model_pb2.ModelProto()
+    model.ParseFromString(path.read_bytes())
+    model.normalizer_spec.add_dummy_prefix = False
+    processor = spm.SentencePieceProcessor()
+    processor.LoadFromSerializedProto(model.SerializeToString())
+    return processor
+
+
+class BundleTokenizer:
+    """Source encoding and target decoding of one bundle, identical to the HF slow tokenizer."""
+
+    def __init__(self, directory: str | Path):
+        directory = Path(directory)
+        spec_path = directory / TOKENIZER_JSON
+        try:
+            spec = json.loads(spec_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise BundleError(f"tokenizer description missing: {spec_path}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise BundleError(f"{spec_path} is not valid JSON: {exc}") from None
+        self.spec = spec
+        self.kind = spec.get("kind")
+        if self.kind not in KINDS:
+            raise BundleError(f"{spec_path}: unknown tokenizer kind {self.kind!r}; expected one of {', '.join(KINDS)}")
+        self.directory = directory
+        self.unk_id = int(spec["unk_id"])
+        self.eos_id = int(spec["eos_id"])
+        self.pad_id = int(spec["pad_id"])
+        self.decoder_start_id = int(spec["decoder_start_id"])
+        self.model_max_length = int(spec.get("model_max_length") or 512)
+        self.legacy = bool(spec.get("legacy", True))
+        # Neither is recorded by the export today; these are transformers' defaults for the families.
+        self.add_prefix_space = bool(spec.get("add_prefix_space", True))
+        self.clean_up_tokenization_spaces = bool(spec.get("clean_up_tokenization_spaces", False))
+
+        vocab_path = directory / spec.get("vocab", "vocab.json")
+        try:
+            vocab: dict[str, int] = json.loads(vocab_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise BundleError(f"tokenizer file missing: {vocab_path}") from None
+        size = int(spec.get("vocab_size") or (max(vocab.values()) + 1))
+        self.vocab = vocab
+        self.pieces: list[str] = [f"<unused_{i}>" for i in range(size)]
+        for piece, index in vocab.items():
+            if 0 <= index < size and self.pieces[index].startswith("<unused_"):
+                self.pieces[index] = piece
+
+        t5_new = self.kind == "t5" and not self.legacy
+        self.source_spm = _load_spm(directory / spec["source_spm"], add_dummy_prefix=not t5_new)
+        self.target_spm = self.source_spm if spec["target_spm"] == spec["source_spm"] \
+            else _load_spm(directory / spec["target_spm"], add_dummy_prefix=not t5_new)
+
+        self.source_prefix_ids = [self._piece_id(p) for p in spec.get("source_prefix", [])]
+        self.source_suffix_ids = [self._piece_id(p) for p in spec.get("source_suffix", [])]
+        self.target_prefix_ids = [self._piece_id(p) for p in spec.get("target_prefix", [])]
+        self.special_ids = {int(i) for i in spec.get("special_ids", [])}
+        # The tokens HF treats as added tokens: never split, matched literally in the input text.
+        self.special_tokens = {self.pieces[i] for i in self.special_ids
+                               if 0 <= i < size and not self.pieces[i].startswith("<unused_")}
+        alternatives = sorted(self.special_tokens, key=len, reverse=True)
+        self._special_pattern = re.compile("(" + "|".join(map(re.escape, alternatives)) + ")") \
+            if alternatives else None
+        self._lstrip = _LSTRIP_TOKENS.get(self.kind, set()) & self.special_tokens
+        if t5_new:
+            self._unk_token = self.pieces[self.unk_id]
+            self._unk_token_length = len(self.source_spm.encode(self._unk_token, out_type=str))
+
+    # -- encoding ------------------------------------------------------------------------------
+    def _piece_id(self, piece: str) -> int:
+        return self.vocab.get(piece, self.unk_id)
+
+    def _split_special(self, text: str) -> list[str]:
+        """HF's added-tokens trie split: ``["a ", "</s>", " b"]``; specials stay whole."""
+        if self._special_pattern is None:
+            return [text]
+        chunks = [c for c in self._special_pattern.split(text)]
+        for i, chunk in enumerate(chunks):
+            if chunk in self._lstrip and i > 0:
+                chunks[i - 1] = chunks[i - 1].rstrip()
+        return [c for c in chunks if c]
+
+    def _tokenize_chunk(self, chunk: str) -> list[str]:
+        if self.kind == "marian":
+            code = []
+            if chunk.startswith(">>") and (end := chunk.find("<<")) != -1:
+                code, chunk = [chunk[:end + 2]], chunk[end + 2:]
+            return code + self.source_spm.encode(chunk, out_type=str)
+        if self.kind == "t5" and not self.legacy and chunk.startswith((SPIECE_UNDERLINE, " ")):
+            pieces = self.source_spm.encode(self._unk_token + chunk, out_type=str)
+            n = self._unk_token_length
+            return pieces[n:] if len(pieces) >= n else pieces
+        return self.source_spm.encode(chunk, out_type=str)
+
+    def tokenize(self, text: str) -> list[str]:
+        """Source pieces of ``text`` (no prefix/suffix, not truncated): HF ``tok.tokenize(text)``."""
+        t5_new = self.kind == "t5" and not self.legacy
+        if t5_new and text:
+            text = text.replace(SPIECE_UNDERLINE, " ")
+            if self.add_prefix_space:
+                text = SPIECE_UNDERLINE + text
+        pieces: list[str] = []
+        for chunk in self._split_special(text):
+            pieces += [chunk] if chunk in self.special_tokens else self._tokenize_chunk(chunk)
+        if t5_new and len(pieces) > 1 and pieces[0] == SPIECE_UNDERLINE and pieces[1] in self.special_tokens:
+            pieces = pieces[1:]
+        return pieces
+
+    @property
+    def num_special_tokens(self) -> int:
+        return len(self.source_prefix_ids) + len(self.source_suffix_ids)
+
+    def encode(self, text: str, max_length: int | None = None) -> list[int]:
+        """Source ids with prefix/suffix, truncated to ``max_length`` (default ``model_max_length``)."""
+        ids = self.encode_body(text)
+        limit = self.model_max_length if max_length is None else max_length
+        body_limit = max(0, limit - self.num_special_tokens)
+        if len(ids) > body_limit:
+            ids = ids[:body_limit]
+        return self.wrap(ids)
+
+    def encode_body(self, text: str) -> list[int]:
+        """Source ids without prefix/suffix and without truncation."""
+        return [self._piece_id(p) for p in self.tokenize(text)]
+
+    def wrap(self, body: list[int]) -> list[int]:
+        if self.kind == "t5" and body and body[-1] == self.eos_id:
+            # T5Tokenizer._add_eos_if_not_present: a text ending in a literal "</s>" gets no second one
+            return self.source_prefix_ids + body
+        return self.source_prefix_ids + body + self.source_suffix_ids
+
+    def source_tokens(self, text: str, max_length: int | None = None) -> list[str]:
+        """:meth:`encode` as token strings (what CTranslate2 takes); unknown pieces become unk."""
+        return self.ids_to_pieces(self.encode(text, max_length))
+
+    def ids_to_pieces(self, ids: list[int]) -> list[str]:
+        return [self.pieces[i] for i in ids]
+
+    def pieces_to_ids(self, pieces: list[str]) -> list[int]:
+        return [self._piece_id(p) for p in pieces]
+
+    # -- decoding ------------------------------------------------------------------------------
+    def decode(self, ids: list[int]) -> str:
+        """Text of target ids, like HF ``decode(ids, skip_special_tokens=True)``."""
+        tokens = []
+        for index in ids:
+            index = int(index)
+            if index in self.special_ids or not 0 <= index < len(self.pieces):
+                continue
+            piece = self.pieces[index]
+            # ids the HF tokenizer cannot name decode to its <unk>, a special token: skipped
+            if piece.startswith("<unused_") or piece in self.special_tokens:
+                continue
+            tokens.append(piece)
+        if not tokens:
+            return ""
+        text = self._tokens_to_string(tokens)
+        return _clean_up_tokenization(text) if self.clean_up_tokenization_spaces else text
+
+    def _tokens_to_string(self, tokens: list[str]) -> str:
+        if self.kind == "marian":
+            return self.target_spm.decode_pieces(tokens).replace(SPIECE_UNDERLINE, " ").strip()
+        if self.kind == "t5" and tokens[0].startswith(SPIECE_UNDERLINE) and self.add_prefix_space:
+            tokens = [tokens[0][1:]] + tokens[1:]
+        return self.target_spm.decode(tokens).strip()
+
+    # -- for the engines -----------------------------------------------------------------------
+    def target_spec(self) -> TargetSpec:
+        return TargetSpec(decoder_start_id=self.decoder_start_id, eos_id=self.eos_id, pad_id=self.pad_id,
+                          target_prefix_ids=list(self.target_prefix_ids),
+                          bad_words_ids=[list(map(int, w)) for w in self.spec.get("bad_words_ids") or []])
+
+    def __repr__(self) -> str:
+        return f"BundleTokenizer({str(self.directory)!r}, kind={self.kind!r}, vocab={len(self.pieces)})"
+
+
+def _clean_up_tokenization(text: str) -> str:
+    """transformers' ``clean_up_tokenization`` (only used when the bundle asks for it)."""
+    return (text.replace(" .", ".").replace(" ?", "?").replace(" !", "!").replace(" ,", ",")
+            .replace(" ' ", "'").replace(" n't", "n't").replace(" 'm", "'m").replace(" 's", "'s")
+            .replace(" 've", "'ve").replace(" 're", "'re"))
