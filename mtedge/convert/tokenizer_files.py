@@ -123,6 +123,11 @@ def tokenizer_spec(source: SourceModel, tok, source_lang: str | None, target_lan
         # T5Tokenizer(legacy=False) does not segment like plain spm.encode (the first word differs):
         # it encodes "<unk>▁" + text with add_dummy_prefix off and strips the <unk> pieces.
         spec["legacy"] = bool(getattr(tok, "legacy", True))
+        # Non-legacy T5 prepends "▁" only when add_prefix_space is truthy; a checkpoint saved next to a
+        # fast tokenizer carries add_prefix_space=null, and the first word then segments differently.
+        spec["add_prefix_space"] = bool(getattr(tok, "add_prefix_space", True))
+    # decode() applies transformers' clean_up_tokenization when the checkpoint asks for it.
+    spec["clean_up_tokenization_spaces"] = bool(getattr(tok, "clean_up_tokenization_spaces", False))
     return spec, vocab
 
 
