@@ -39,13 +39,12 @@ def sources(tiny_dev_pairs):
     return [s for s, _ in tiny_dev_pairs[:12]]
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-@pytest.mark.parametrize("max_length", [1, 2, 5, 63])
+# max_length 1 leaves M2M100 nothing after its language token (the Translator refuses it)
+@pytest.mark.parametrize("family, max_length", [(f, n) for f in FAMILIES for n in (1, 2, 5, 63)
+                                                if (f, n) != ("m2m100", 1)])
 def test_max_length_counts_eos_and_prefix_like_hf(engines, sources, family, max_length):
     tok, ct2, torch = engines(family)
     ids = [tok.encode(s) for s in sources]
-    if max_length <= len(tok.target_prefix_ids):
-        pytest.skip("max_length must leave room after the forced language token")
     options = DecodeOptions(beam_size=4, max_length=max_length, return_scores=True)
     got, want = ct2.translate_ids(ids, options), torch.translate_ids(ids, options)
     for g, w in zip(got, want):

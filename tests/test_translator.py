@@ -22,8 +22,9 @@ FAMILIES = ("marian", "t5", "m2m100")
 ROOT = Path(__file__).parents[1]
 SCORE_TOLERANCE = 1e-4
 # int8 vs PyTorch fp32, exact-match rate on the 40 dev sentences (DESIGN §4.4: no exact int8 asserts).
-# Measured on the fixtures (2-core x86, CT2 4.8.5): marian 1.00/1.00, t5 0.875/1.00, m2m100 1.00/1.00
-# (greedy/beam4). The floor leaves room for CPU-dependent int8 kernels.
+# Measured on the fixtures (2-core AMD EPYC, CT2 4.8.5, ORT 1.32), greedy/beam4: ct2 int8 marian 1.00/1.00,
+# t5 0.875/1.00, m2m100 1.00/1.00; onnx int8 marian 1.00/1.00, t5 0.90/0.975, m2m100 1.00/1.00.
+# The floor leaves room for CPU-dependent int8 kernels.
 INT8_MIN_AGREEMENT = 0.75
 # HF's default beam search (early_stopping=False) keeps searching after beam_size hypotheses end;
 # CTranslate2 stops there (HF early_stopping=True). Top-1 stays identical; lower n-best ranks can
@@ -113,7 +114,7 @@ def test_length_limits_parity(translators, sources, family, beam_size, kwargs):
     ct2 = translators(family, "ct2", "float32").translate(sources, beam_size=beam_size, return_scores=True, **kwargs)
     ref = translators(family, "torch").translate(sources, beam_size=beam_size, return_scores=True, **kwargs)
     assert texts(ct2) == texts(ref)
-    if beam_size == 1 or translators(family, "torch").bundle.generation["renormalize_logits"]:
+    if "min_length" not in kwargs or translators(family, "torch").bundle.generation["renormalize_logits"]:
         # HF without renormalize_logits scores a step with </s> held back lower than CT2 (ct2_engine.py)
         assert [t.score for t in ct2] == pytest.approx([t.score for t in ref], abs=SCORE_TOLERANCE)
 
@@ -126,13 +127,29 @@ def test_min_length_beam_parity_when_hf_renormalizes(translators, sources):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_onnx_identical_to_torch(translators, sources, family):
+@pytest.mark.parametrize("kwargs", [
+    dict(beam_size=1), dict(beam_size=4), dict(beam_size=4, num_hypotheses=3),
+    dict(beam_size=1, min_length=25, max_length=40), dict(beam_size=4, max_length=4),
+], ids=["greedy", "beam4", "nbest3", "greedy-min-length", "beam4-max-length-4"])
+def test_onnx_identical_to_torch(translators, sources, family, kwargs):
+    if not onnx_engine_present():
+        pytest.skip("mtedge.engines.onnx_engine is not in this checkout yet (another engineer's work)")
+    onnx = translators(family, "onnx", "fp32").translate(sources, return_scores=True, **kwargs)
+    ref = translators(family, "torch").translate(sources, return_scores=True, **kwargs)
+    for a, b in zip(onnx, ref):
+        assert [h.text for h in a.hypotheses] == [h.text for h in b.hypotheses]
+        assert [h.score for h in a.hypotheses] == pytest.approx([h.score for h in b.hypotheses], abs=SCORE_TOLERANCE)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_onnx_int8_agreement_with_torch(translators, sources, family):
     if not onnx_engine_present():
         pytest.skip("mtedge.engines.onnx_engine is not in this checkout yet (another engineer's work)")
     for beam_size in (1, 4):
-        onnx = translators(family, "onnx", "fp32").translate(sources, beam_size=beam_size)
+        onnx = translators(family, "onnx", "int8").translate(sources, beam_size=beam_size)
         ref = translators(family, "torch").translate(sources, beam_size=beam_size)
-        assert texts(onnx) == texts(ref)
+        agreement = sum(a == b for a, b in zip(texts(onnx), texts(ref))) / len(sources)
+        assert agreement >= INT8_MIN_AGREEMENT, f"{family} beam {beam_size}: {agreement:.3f}"
 
 
 def test_defaults_come_from_the_manifest(translators, sources):

@@ -7,8 +7,10 @@ The checkpoint's own generation config applies (bad words, forced EOS, renormali
 runtime options map to ``max_new_tokens=max_length``, ``min_new_tokens=min_length - 1`` (the runtime
 counts ``</s>``, HF does not), ``num_beams``, ``length_penalty``, ``num_return_sequences``. The forced
 target prefix (M2M100/mBART language token) is ``forced_bos_token_id``, generated like HF does it.
-Scores: beam search reports HF's ``sequences_scores``; greedy search, which has none in HF, gets the
-same formula (sum of the chosen tokens' log-probs / length ** length_penalty, ``</s>`` included).
+Scores: beam search reports HF's ``sequences_scores``; greedy search, which has none in HF, gets what
+beam search would have counted for the same tokens: each step's log-softmax of the raw logits, a
+forced token (language code, forced ``</s>``) at 0, renormalised after the constraints only when the
+checkpoint sets ``renormalize_logits``; summed and divided by length ** length_penalty (``</s>`` included).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class TorchEngine(Engine):
         if threads:
             torch.set_num_threads(int(threads))  # process-wide: torch has no per-model thread pool
         self.model = AutoModelForSeq2SeqLM.from_pretrained(str(model_dir), dtype=torch.float32).eval().to(device)
+        self.renormalize = bool(getattr(self.model.generation_config, "renormalize_logits", False))
 
     def translate_ids(self, batch: list[list[int]], options: DecodeOptions) -> list[list[Hypothesis]]:
         if not batch:
@@ -51,6 +54,8 @@ class TorchEngine(Engine):
         extra = {}
         if options.beam_size > 1:  # HF warns about beam-only flags in greedy search
             extra["early_stopping"] = options.early_stopping
+        elif options.return_scores:
+            extra["output_logits"] = True  # raw logits, for beam-search-like greedy scores
         if self.target.target_prefix_ids:
             extra["forced_bos_token_id"] = self.target.target_prefix_ids[0]
         with torch.inference_mode():
@@ -74,14 +79,21 @@ class TorchEngine(Engine):
     def _scores(self, out, options: DecodeOptions) -> list[float]:
         if options.beam_size > 1:
             return [float(s) for s in out.sequences_scores]
-        steps = self.model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True)
+        torch = self.torch
         generated = out.sequences[:, 1:]
+        processed = torch.stack(out.scores, dim=1)  # logits after HF's processors
+        if self.renormalize:
+            steps = processed.log_softmax(-1).gather(-1, generated[..., None]).squeeze(-1)
+        else:
+            raw = torch.stack(out.logits, dim=1).log_softmax(-1)
+            steps = raw.gather(-1, generated[..., None]).squeeze(-1)
+            forced = torch.isfinite(processed).sum(-1) == 1  # one token left: forced, log-prob 0 in HF
+            steps = torch.where(forced, torch.zeros_like(steps), steps)
         result = []
         for row, tokens in zip(steps, generated):
             tokens = tokens.tolist()
             length = tokens.index(self.target.eos_id) + 1 if self.target.eos_id in tokens else len(tokens)
-            total = float(row[:length].sum())
-            result.append(total / (length ** options.length_penalty))
+            result.append(float(row[:length].sum()) / (length ** options.length_penalty))
         return result
 
     def close(self) -> None:
