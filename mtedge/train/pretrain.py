@@ -14,6 +14,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from mtedge.errors import UserError
 from mtedge.train.loop import LoopConfig, LoopResult, train_loop
 
 SPM_TRAIN_SENTENCES = 400_000  # enough text for a small vocabulary; bounds spm training time and memory
@@ -39,6 +40,16 @@ def train_sentencepiece(pairs, out_dir: Path, vocab_size: int, seed: int = 0) ->
     if len(text) > SPM_TRAIN_SENTENCES:
         text = random.Random(seed).sample(text, SPM_TRAIN_SENTENCES)
     prefix = out_dir / "spm"
+    try:
+        _train_spm(spm, text, prefix, vocab_size)
+    except RuntimeError as exc:
+        # e.g. "Vocabulary size too high (8000). Please set it to a value <= 5123." on small data
+        raise UserError(f"cannot train the sentencepiece vocabulary: {str(exc).split(') ', 1)[-1]} "
+                        f"(use a smaller --vocab-size or more data)") from None
+    return prefix.with_suffix(".model")
+
+
+def _train_spm(spm, text, prefix: Path, vocab_size: int) -> None:
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(text), model_prefix=str(prefix), vocab_size=vocab_size, model_type="unigram",
         character_coverage=1.0, num_threads=2, pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
@@ -46,7 +57,6 @@ def train_sentencepiece(pairs, out_dir: Path, vocab_size: int, seed: int = 0) ->
         # keep format placeholders whole so the model learns to copy them (sysmsg/webui data)
         user_defined_symbols=["%s", "%d", "%u", "%lu", "%zu", "%c", "{", "}"],
     )
-    return prefix.with_suffix(".model")
 
 
 def write_marian_tokenizer(spm_file: Path, out_dir: Path, source_lang: str, target_lang: str,
