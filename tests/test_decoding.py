@@ -47,7 +47,8 @@ class MarkovModel:
         rows = np.asarray(rows)
         assert rows.max(initial=-1) < len(self.rows_last)
         assert np.array_equal(self.rows_src[rows], sources), "a row moved to another sentence"
-        self.rows_last, self.rows_pos, self.rows_src = self.rows_last[rows], self.rows_pos[rows], np.asarray(sources)
+        self.rows_last, self.rows_pos = self.rows_last[rows], self.rows_pos[rows]
+        self.rows_src = np.asarray(sources)
 
     # -- reference scoring ------------------------------------------------------------------
     def step_log_probs(self, source, position, last, bans, renormalize):

@@ -74,7 +74,8 @@ def parity_case(tiny_unvalidated_bundles, tiny_dev_pairs):
             tokenizer = AutoTokenizer.from_pretrained(checkpoint)
             model = AutoModelForSeq2SeqLM.from_pretrained(checkpoint).eval()
             encoded = tokenizer([src for src, _ in tiny_dev_pairs], return_tensors="pt", padding=True)
-            batch = [ids[mask.bool()].tolist() for ids, mask in zip(encoded["input_ids"], encoded["attention_mask"])]
+            batch = [ids[mask.bool()].tolist()
+                     for ids, mask in zip(encoded["input_ids"], encoded["attention_mask"])]
             manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
             cases[family] = ParityCase(family, bundle, manifest, target_spec(bundle), tokenizer, model,
                                        dict(encoded), batch)
@@ -163,9 +164,9 @@ def test_fp32_greedy_scores_match_hf_transition_scores(parity_case, family):
 
 
 # int8 vs HF fp32, exact-match rate over the 40 dev sentences. Measured on the development machine
-# (AMD EPYC with AVX512-VNNI, quantization preset avx512_vnni): greedy marian 1.00, t5 0.90, m2m100 1.00; beam4 top-1
-# marian 1.00, t5 0.975, m2m100 1.00. int8 kernels differ per CPU (DESIGN §4.4), so the bar leaves
-# room for a few more near-ties flipping.
+# (AMD EPYC with AVX512-VNNI, quantization preset avx512_vnni): greedy marian 1.00, t5 0.90,
+# m2m100 1.00; beam4 top-1 marian 1.00, t5 0.975, m2m100 1.00. int8 kernels differ per CPU
+# (DESIGN §4.4), so the bar leaves room for a few more near-ties flipping.
 INT8_MIN_AGREEMENT = 0.8
 
 
@@ -247,3 +248,23 @@ def test_device_and_option_errors(parity_case):
     assert engine.translate_ids([], DecodeOptions()) == []
     with pytest.raises(UserError):
         engine.translate_ids([[5, 6, 0]], DecodeOptions(beam_size=2, num_hypotheses=3))
+
+
+@pytest.mark.parametrize("beam_size", [1, 4])
+def test_io_binding_path_gives_the_same_results(parity_case, beam_size):
+    """The CUDA path (IO binding, caches as OrtValues, gathers through the host) run on the CPU."""
+    from mtedge.engines.onnx_engine import IOBindingRunner
+
+    case = parity_case("m2m100")
+    options = DecodeOptions(beam_size=beam_size, max_length=30, num_hypotheses=min(beam_size, 2),
+                            return_scores=True)
+    engine = OnnxEngine(case.bundle / "onnx" / "fp32", case.target, case.manifest["model_shape"], threads=1)
+    engine.io_runner = IOBindingRunner("cpu")
+    bound = engine.translate_ids(case.batch[:8], options)
+    assert bound == case.engine().translate_ids(case.batch[:8], options)
+
+
+def test_unsupported_generation_settings_are_reported(parity_case):
+    case = parity_case("marian")
+    with pytest.warns(UserWarning, match="no_repeat_ngram_size=3"):
+        case.engine(generation={**case.manifest["generation"], "no_repeat_ngram_size": 3})

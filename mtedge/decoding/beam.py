@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from mtedge.decoding.common import DEAD_SCORE, length_divisor, output_ids
-from mtedge.decoding.logits import NEG_INF, LogitsProcessor, TokenRules, top_k_per_row
+from mtedge.decoding.logits import NEG_INF, LogitsProcessor, TokenRules
 from mtedge.decoding.model import StepModel
 from mtedge.engines.base import DecodeOptions, Hypothesis
 
@@ -94,9 +94,7 @@ def beam_search(model: StepModel, num_sources: int, rules: TokenRules,
             past = None
             if processor.needs_histories:
                 past = run_seqs[:, :rows_per_sentence, :cur_len].reshape(rows, cur_len)
-            normalizer = processor.process(logits, past, generated)
-            cand_tokens, cand_values = top_k_per_row(logits, keep_top)
-            cand_log_probs = normalizer.log_probs(cand_values)
+            cand_tokens, cand_log_probs = processor.top_candidates(logits, past, generated, keep_top)
 
         # a/b. the sentence's top K over all beams' continuations
         per_row = cand_tokens.shape[1]
@@ -160,9 +158,10 @@ def beam_search(model: StepModel, num_sources: int, rules: TokenRules,
         base = keep[:, None] * rows_per_sentence
         state_rows = base + source_beams[keep] if rows_per_sentence > 1 else np.repeat(base, beams, axis=1)
         if keep.size < sentences:
-            run_seqs, run_scores = run_seqs[keep], run_scores[keep]
-            fin_seqs, fin_scores, fin_done, fin_lengths = fin_seqs[keep], fin_scores[keep], fin_done[keep], fin_lengths[keep]
-            unsatisfied, sources, next_tokens = unsatisfied[keep], sources[keep], next_tokens[keep]
+            run_seqs, run_scores, next_tokens = run_seqs[keep], run_scores[keep], next_tokens[keep]
+            fin_seqs, fin_scores = fin_seqs[keep], fin_scores[keep]
+            fin_done, fin_lengths = fin_done[keep], fin_lengths[keep]
+            unsatisfied, sources = unsatisfied[keep], sources[keep]
             sentences = keep.size
         model.select(state_rows.reshape(-1), np.repeat(sources, beams))
         rows_per_sentence = beams

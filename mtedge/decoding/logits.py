@@ -106,14 +106,25 @@ class LogitsProcessor:
     def process(self, logits: np.ndarray, histories: np.ndarray | None, generated: int) -> Normalizer:
         """Apply the bans in place and return the normaliser that turns the banned logits into HF's
         scores (``-inf`` stays ``-inf``)."""
-        if self._scratch is None or self._scratch.size < logits.size:
-            self._scratch = np.empty(logits.size, dtype=np.float32)   # grows once, when beams expand
+        scratch = self._scratch_for(logits.size)
         if self.rules.renormalize:
             self.apply_bans(logits, histories, generated)
-            return log_normalizer(logits, self._scratch)
-        normalizer = log_normalizer(logits, self._scratch)
+            return log_normalizer(logits, scratch)
+        normalizer = log_normalizer(logits, scratch)
         self.apply_bans(logits, histories, generated)
         return normalizer
+
+    def top_candidates(self, logits: np.ndarray, histories: np.ndarray | None, generated: int,
+                       k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Bans, log-softmax and the ``k`` best tokens of every row: ``(tokens, scores)`` [rows, k]."""
+        normalizer = self.process(logits, histories, generated)
+        tokens, values = top_k_per_row(logits, k)
+        return tokens, normalizer.log_probs(values)
+
+    def _scratch_for(self, size: int) -> np.ndarray:
+        if self._scratch is None or self._scratch.size < size:
+            self._scratch = np.empty(size, dtype=np.float32)   # grows once, when beams expand
+        return self._scratch
 
 
 # Large vocabularies: ids are dealt into groups of _GROUP (group g = ids g, g + n, g + 2n, ...; a

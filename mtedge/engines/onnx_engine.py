@@ -6,7 +6,7 @@ last_hidden_state``; decoder ``encoder_attention_mask, input_ids, encoder_hidden
 past_key_values.{i}.{decoder|encoder}.{key|value}, use_cache_branch → logits,
 present.{i}.{decoder|encoder}.{key|value}``.
 
-How the caches are handled (this is where optimum's ``ORTModelForSeq2SeqLM`` loses time):
+How the caches are handled:
 - Step 1 runs the no-cache branch (``use_cache_branch=False``, empty past) with ONE row per source
   sentence — all beams are identical then — and the decoder start + forced prefix in one call. Its
   ``present.*.encoder.*`` outputs are the cross-attention keys/values, kept per source and never
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -168,7 +169,9 @@ class OnnxEngine(Engine):
             forced_eos = forced_eos[0] if forced_eos else None
         self.rules = TokenRules.from_target(target, forced_eos_id=forced_eos,
                                             renormalize=bool(generation.get("renormalize_logits")))
-        self._io = _CudaIO(self) if device == "cuda" else None
+        _warn_unsupported(generation)
+        # CUDA: IO binding keeps the caches on the GPU (None: plain numpy runs on CPU)
+        self.io_runner = IOBindingRunner("cuda") if device == "cuda" else None
 
     def translate_ids(self, batch: list[list[int]], options: DecodeOptions) -> list[list[Hypothesis]]:
         if not batch:
@@ -180,6 +183,18 @@ class OnnxEngine(Engine):
 
     def close(self) -> None:
         self.encoder = self.decoder = None
+
+
+def _warn_unsupported(generation: Mapping) -> None:
+    """HF processors the searches do not implement: say so instead of silently differing from HF."""
+    ignored = []
+    if (generation.get("repetition_penalty") or 1.0) != 1.0:
+        ignored.append(f"repetition_penalty={generation['repetition_penalty']}")
+    if generation.get("no_repeat_ngram_size") or 0:
+        ignored.append(f"no_repeat_ngram_size={generation['no_repeat_ngram_size']}")
+    if ignored:
+        warnings.warn(f"the ONNX engine ignores the checkpoint's {', '.join(ignored)}: its outputs will "
+                      f"differ from HF generate (the ct2 engine applies them)", stacklevel=3)
 
 
 def pad_batch(batch: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
@@ -226,10 +241,11 @@ class OnnxDecoderState:
     def select(self, rows: np.ndarray, sources: np.ndarray) -> None:
         rows = np.asarray(rows, dtype=np.int64)
         if not (rows.size == len(self.row_sources) and np.array_equal(rows, np.arange(rows.size))):
-            if self.engine._io is not None:
-                self.self_cache = [self.engine._io.take(cache, rows) for cache in self.self_cache]
+            if self.engine.io_runner is not None:
+                self.self_cache = [self.engine.io_runner.take(cache, rows) for cache in self.self_cache]
             else:
-                self.self_cache = [self.gather_buffers.take(i, cache, rows) for i, cache in enumerate(self.self_cache)]
+                self.self_cache = [self.gather_buffers.take(slot, cache, rows)
+                                   for slot, cache in enumerate(self.self_cache)]
         if not np.array_equal(sources, self.row_sources):
             self._expand_cross(np.asarray(sources, dtype=np.int64))
 
@@ -258,13 +274,13 @@ class OnnxDecoderState:
 
     def _run(self, output_names, feeds, session=None):
         session = session or self.engine.decoder
-        if self.engine._io is not None:
-            return self.engine._io.run(session, output_names, feeds)
+        if self.engine.io_runner is not None:
+            return self.engine.io_runner.run(session, output_names, feeds)
         return session.run(output_names, feeds)
 
     def _take(self, array, rows: np.ndarray):
-        if self.engine._io is not None:
-            return self.engine._io.take(array, rows)
+        if self.engine.io_runner is not None:
+            return self.engine.io_runner.take(array, rows)
         return np.take(array, rows, axis=0)
 
 
@@ -303,17 +319,18 @@ def _last_position(logits) -> np.ndarray:
     return np.ascontiguousarray(last)
 
 
-class _CudaIO:
-    """CUDA execution: IO binding keeps the caches on the GPU between steps; logits come to the host.
+class IOBindingRunner:
+    """Runs the sessions with IO binding, keeping the caches on ``device`` between steps; the logits
+    come to the host for the search. Used for CUDA; on "cpu" it runs the same code path, which is
+    how the tests check it on machines without a GPU.
 
-    Kept simple (untested here: no GPU on the development machines): a gather (beam reorder, a
-    sentence leaving) goes through host memory. Inputs may be numpy arrays or device ``OrtValue``s.
+    Kept simple: a gather (beam reorder, a sentence leaving) goes through host memory. Inputs may
+    be numpy arrays or ``OrtValue``s already on the device.
     """
 
-    def __init__(self, engine: OnnxEngine):
-        ort = _import_onnxruntime()
-        self.ort = ort
-        self.device_id = 0
+    def __init__(self, device: str = "cuda", device_id: int = 0):
+        self.ort = _import_onnxruntime()
+        self.device, self.device_id = device, device_id
 
     def run(self, session, output_names, feeds):
         binding = session.io_binding()
@@ -326,12 +343,12 @@ class _CudaIO:
             if name == "logits":  # the search runs on the host
                 binding.bind_output(name, "cpu")
             else:
-                binding.bind_output(name, "cuda", self.device_id)
+                binding.bind_output(name, self.device, self.device_id)
         session.run_with_iobinding(binding)
-        outputs = binding.get_outputs()
+        outputs = binding.get_outputs()   # in binding order
         return [value.numpy() if name == "logits" else value for name, value in zip(output_names, outputs)]
 
     def take(self, value, rows: np.ndarray):
-        host = value.numpy() if not isinstance(value, np.ndarray) else value
-        return self.ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(np.take(host, rows, axis=0)),
-                                                     "cuda", self.device_id)
+        host = value if isinstance(value, np.ndarray) else value.numpy()
+        gathered = np.ascontiguousarray(np.take(host, rows, axis=0))
+        return self.ort.OrtValue.ortvalue_from_numpy(gathered, self.device, self.device_id)
