@@ -18,10 +18,11 @@ RUNTIME_SMOKE_BUNDLE ?=
 
 # The embedded default model (published by benchmarks/reference_model/card.py) and what the demo makes of it.
 REFERENCE_MODEL ?= benchmarks/reference_model/model
-DEMO_BUNDLE     ?= export/reference-en-de
-DEMO_DEV        ?= benchmarks/corpora/data/bible/dev.tsv
-DEMO_TEST       ?= benchmarks/corpora/data/bible/test.tsv
+CORPORA_DATA    := benchmarks/corpora/data
+WEBUI           := $(CORPORA_DATA)/webui
 # git-ignored: a demo run is not a recorded result (those go to benchmarks/results/<suite>/ on purpose)
+DEMO_LORA       ?= build/demo/lora
+DEMO_BUNDLE     ?= export/demo-lora-webui
 DEMO_OUT        ?= benchmarks/results/tmp/demo
 
 export HF_HUB_OFFLINE := 1
@@ -72,23 +73,26 @@ check-runtime-install: $(RUNTIME_STAMP)
 	@echo "runtime install: mtedge --help ok ($$(du -sh $(RUNTIME_VENV) | cut -f1) venv)"
 	@$(RUNTIME_VENV)/bin/python -P tests/runtime_smoke.py $(RUNTIME_SMOKE_BUNDLE)
 
-# The main job on the embedded reference model: export it to a bundle (ONNX + CTranslate2, fp32 + int8,
-# validated on the bible dev set), then benchmark every engine side by side on the bible test set.
-# The bundle is rebuilt only when the model changes.
-demo: $(STAMP) $(DEMO_BUNDLE)/manifest.json $(DEMO_TEST)
+# The main job on the embedded reference model, end to end (about 10 minutes on 2 cores):
+#  1. fine-tune it with LoRA on web-UI text (webui corpus, 120 steps), merge, and score before/after;
+#  2. export the merged model to a bundle (ONNX + CTranslate2, fp32 + int8), validated against PyTorch;
+#  3. benchmark every engine and precision side by side on the webui test set (--quick), with plots.
+demo: $(STAMP) $(REFERENCE_MODEL)/model.safetensors $(CORPORA_DATA)/.built
+	$(BIN)/python -m benchmarks.lora_webui.run --quick
+	$(BIN)/mtedge export $(DEMO_LORA)/merged -o $(DEMO_BUNDLE) --validation-file $(WEBUI)/dev.tsv \
+	    --validate-n 100 --force
 	$(BIN)/mtedge info $(DEMO_BUNDLE)
-	$(BIN)/mtedge bench $(DEMO_BUNDLE) --test $(DEMO_TEST) --quick --out $(DEMO_OUT)
+	$(BIN)/mtedge bench $(DEMO_BUNDLE) --test $(WEBUI)/test.tsv --quick --out $(DEMO_OUT)
 
 $(REFERENCE_MODEL)/model.safetensors:
 	@echo "make demo: no reference model at $(REFERENCE_MODEL); it is published by" \
 	      "'python -m benchmarks.reference_model.card' after benchmarks/reference_model/train.sh" >&2
 	@exit 1
 
-$(DEMO_BUNDLE)/manifest.json: $(REFERENCE_MODEL)/model.safetensors $(DEMO_DEV) | $(STAMP)
-	$(BIN)/mtedge export $(REFERENCE_MODEL) -o $(DEMO_BUNDLE) --validation-file $(DEMO_DEV) --force
-
-$(DEMO_DEV) $(DEMO_TEST): | $(STAMP)
-	$(BIN)/python -m benchmarks.corpora build bible
+# bible + sysmsg (how much general quality the LoRA model keeps) and webui (its domain)
+$(CORPORA_DATA)/.built: | $(STAMP)
+	$(BIN)/python -m benchmarks.corpora build all
+	touch $@
 
 corpora: $(STAMP)
 	$(BIN)/python -m benchmarks.corpora build all
