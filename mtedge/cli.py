@@ -48,11 +48,25 @@ def cli():
     """mtedge: offline machine translation — train, export, translate, bench."""
 
 
+# Heavy libraries and the extra that installs them: a runtime-only install lacks them by design.
+EXTRA_FOR_MODULE = {"torch": "train", "transformers": "train", "peft": "train", "safetensors": "train",
+                    "sacrebleu": "train", "polib": "data", "optimum": "export", "onnx": "export",
+                    "matplotlib": "bench"}
+
+
 def main(argv=None):
     try:
-        cli.main(args=argv, prog_name="mtedge", standalone_mode=False)
+        rc = cli.main(args=argv, prog_name="mtedge", standalone_mode=False)
+    except ModuleNotFoundError as exc:
+        top = (exc.name or "").split(".")[0]
+        if top not in EXTRA_FOR_MODULE:
+            raise
+        click.echo(f"error: this command needs {top}, which the base install leaves out; "
+                   f"install it with: pip install 'mtedge[{EXTRA_FOR_MODULE[top]}]' (or 'mtedge[all]')", err=True)
+        sys.exit(2)
     except click.exceptions.Abort:
-        click.echo("Aborted.", err=True)
+        # click turns Ctrl-C inside a command into Abort; long commands leave a resumable state behind
+        click.echo("Interrupted.", err=True)
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()
@@ -65,7 +79,7 @@ def main(argv=None):
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(0)
-    sys.exit(0)
+    sys.exit(rc if isinstance(rc, int) else 0)
 
 
 if __name__ == "__main__":

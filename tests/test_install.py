@@ -96,3 +96,26 @@ def test_runtime_modules_do_not_import_the_heavy_stack():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1]) == [], "the runtime path imports the heavy stack"
+
+
+RUNTIME_PYTHON = ROOT / ".venv-runtime" / "bin" / "python"
+
+
+@pytest.mark.skipif(not RUNTIME_PYTHON.exists(),
+                    reason="no .venv-runtime: `make test` builds it (make check-runtime-install) before pytest")
+def test_base_install_translates_a_bundle_with_onnx_and_ct2(tiny_unvalidated_bundles):
+    """The issue-5 promise, in the venv that holds only `pip install .`: no torch, no transformers."""
+    bundle = tiny_unvalidated_bundles("marian")
+    proc = subprocess.run([str(RUNTIME_PYTHON), "-P", str(ROOT / "tests" / "runtime_smoke.py"), str(bundle)],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "skipped" not in proc.stdout + proc.stderr
+
+
+def test_a_heavy_command_without_its_extra_is_one_line_naming_the_extra(tmp_path):
+    # sys.modules[name] = None makes `import torch` fail as it does in a runtime-only install
+    code = ("import sys; sys.modules['torch'] = None; from mtedge.cli import main; "
+            f"main(['train', 'm', '--train', 'a.tsv', '--dev', 'b.tsv', '-o', {str(tmp_path / 'o')!r}])")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "pip install 'mtedge[train]'" in proc.stderr and "Traceback" not in proc.stderr
