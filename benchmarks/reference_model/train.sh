@@ -13,6 +13,6 @@ $BIN/mtedge pretrain \
   --dev $DATA/bible/dev.tsv --dev $DATA/sysmsg/dev.tsv \
   -o $RUN $RESUME \
   --vocab-size 8000 --d-model 256 --encoder-layers 6 --decoder-layers 2 --heads 4 --ffn-dim 1024 \
-  --dropout 0.1 --max-length 128 --batch-tokens 4096 --learning-rate 8e-4 --warmup-steps 800 \
+  --dropout 0.1 --max-length 128 --batch-tokens 4096 --learning-rate 7e-4 --warmup-steps 600 \
   --max-steps ${MAX_STEPS:-8000} --max-hours ${MAX_HOURS:-1.5} --eval-every 500 --eval-sentences 400 \
   --seed 0 --threads 2 "$@"
