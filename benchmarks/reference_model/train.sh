@@ -12,7 +12,7 @@ $BIN/mtedge pretrain \
   --train $DATA/bible/train.tsv --train $DATA/sysmsg/train.tsv \
   --dev $DATA/bible/dev.tsv --dev $DATA/sysmsg/dev.tsv \
   -o $RUN $RESUME \
-  --vocab-size 8000 --d-model 256 --encoder-layers 6 --decoder-layers 2 --heads 4 --ffn-dim 1024 \
-  --dropout 0.1 --max-length 128 --batch-tokens 4096 --learning-rate 7e-4 --warmup-steps 600 \
-  --max-steps ${MAX_STEPS:-8000} --max-hours ${MAX_HOURS:-1.5} --eval-every 500 --eval-sentences 400 \
+  --vocab-size 8000 --d-model 256 --encoder-layers 4 --decoder-layers 1 --heads 4 --ffn-dim 1024 \
+  --init-std 0.0625 --dropout 0.1 --max-length 128 --batch-tokens 2048 --learning-rate 1e-3 --warmup-steps 500 \
+  --max-steps ${MAX_STEPS:-20000} --max-hours ${MAX_HOURS:-1.5} --eval-every 1000 --eval-sentences 400 \
   --seed 0 --threads 2 "$@"

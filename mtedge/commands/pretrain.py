@@ -23,6 +23,8 @@ from mtedge.errors import UserError
 @click.option("--decoder-layers", default=2, show_default=True, type=click.IntRange(min=1))
 @click.option("--heads", default=4, show_default=True, type=click.IntRange(min=1))
 @click.option("--ffn-dim", default=1024, show_default=True, type=click.IntRange(min=8))
+@click.option("--init-std", type=click.FloatRange(min=0, min_open=True),
+              help="Std of the initial weights (default: transformers' 0.02; d_model**-0.5 is fairseq's embedding init).")
 @click.option("--dropout", default=0.1, show_default=True, type=click.FloatRange(0, 0.9))
 @click.option("--max-steps", default=10000, show_default=True, type=click.IntRange(min=1))
 @click.option("--learning-rate", default=1e-3, show_default=True, type=click.FloatRange(min=0, min_open=True))
@@ -47,7 +49,7 @@ from mtedge.errors import UserError
 @click.option("--force", is_flag=True, help="Delete an existing OUTPUT and start over.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def command(train_files, dev_files, output, vocab_size, d_model, encoder_layers, decoder_layers, heads, ffn_dim,
-            dropout, max_steps, learning_rate, warmup_steps, batch_tokens, grad_accum, eval_every, eval_sentences,
+            init_std, dropout, max_steps, learning_rate, warmup_steps, batch_tokens, grad_accum, eval_every, eval_sentences,
             patience, max_length, max_hours, seed, device, threads, source_lang, target_lang, resume, force, quiet):
     """Train a MarianMT model and its sentencepiece vocabulary from scratch.
 
@@ -71,7 +73,7 @@ def command(train_files, dev_files, output, vocab_size, d_model, encoder_layers,
     dev_pairs, dev_meta = load_files(dev_files, "dev")
     size = MarianSize(vocab_size=vocab_size, d_model=d_model, encoder_layers=encoder_layers,
                       decoder_layers=decoder_layers, attention_heads=heads, ffn_dim=ffn_dim,
-                      max_positions=max(256, max_length + 2), dropout=dropout)
+                      max_positions=max(256, max_length + 2), dropout=dropout, init_std=init_std)
     loop = LoopConfig(max_steps=max_steps, learning_rate=learning_rate, warmup_steps=warmup_steps,
                       batch_tokens=batch_tokens, grad_accum=grad_accum, eval_every=eval_every,
                       eval_max_sentences=eval_sentences, patience=patience, max_source_length=max_length,
