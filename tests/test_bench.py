@@ -23,14 +23,15 @@ MTEDGE = [sys.executable, "-m", "mtedge.cli"]
 MAIN_CONFIGS = ["hf-torch-fp32", "onnx-fp32", "onnx-int8", "ct2-int8", "ct2-raw-int8", "optimum-ort-int8"]
 
 
-def run_cli(args, timeout=300, **kwargs):
-    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+def run_cli(args, timeout=300, env_extra=None, **kwargs):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", **(env_extra or {}))
     return subprocess.run(MTEDGE + args, capture_output=True, text=True, timeout=timeout, env=env, **kwargs)
 
 
-def bench_args(bundle, test_file, out, work, configs, *extra):
+def bench_args(bundle, test_file, out, work, configs, *extra, max_length=48):
+    length = ["--max-length", str(max_length)] if max_length else []
     return ["bench", str(bundle), "--test", str(test_file), "--out", str(out), "--work-dir", str(work),
-            "--configs", ",".join(configs), "--threads", "1", "--quick", "--max-length", "48", "--no-progress", *extra]
+            "--configs", ",".join(configs), "--threads", "1", "--quick", *length, "--no-progress", *extra]
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +72,7 @@ def test_report_has_every_config_and_the_required_fields(main_run):
     for key in ("cpu_model", "usable_cores", "simd", "packages"):
         assert key in report["machine"]
     assert set(report["machine"]["simd"]) >= {"AVX2", "AVX512", "AVX512-VNNI"}
-    assert report["settings"]["threads"] == 1
+    assert report["settings"]["threads"] == 1 and report["settings"]["max_length"] == 48
     for row in report["results"]:
         assert row["error"] is None, row
         for key in ("engine", "precision", "beam_size", "batch_size", "throughput_tok_s", "latency_ms",
@@ -85,8 +86,9 @@ def test_report_has_every_config_and_the_required_fields(main_run):
     assert "| hf-torch-fp32 |" in md and "## Targets" in md and "nrefs:1|case:mixed" in md
     for target in ("ct2-int8 throughput >= 4x hf-torch", "within 5% of raw CTranslate2"):
         assert target in md
-    for png in ("throughput_vs_bleu_delta.png", "latency_percentiles.png", "memory_and_disk.png"):
+    for png in ("throughput.png", "throughput_vs_bleu_delta.png", "latency_percentiles.png", "memory_and_disk.png"):
         assert (main_run["out"] / png).read_bytes()[:4] == b"\x89PNG"
+        assert f"]({png})" in md
     assert "| ct2-raw-int8 |" in main_run["stdout"]   # the table is printed at the end
 
 
@@ -104,9 +106,27 @@ def test_quality_numbers_come_from_the_outputs(main_run, parallel_test_file):
         assert row["agreement"] == agree
         if hyps == reference:
             assert row["bleu_delta"] == 0.0
-    # fp32 ONNX through our decoder reproduces PyTorch (exact parity is the export's test; batch-32
-    # padding may flip a rare near-tie, DESIGN §4.4)
-    assert rows["onnx-fp32"]["agreement"] >= 0.9
+    # fp32 ONNX through our decoder reproduces PyTorch exactly (DESIGN §4.4: exact for fp32), so its
+    # deltas are exactly 0 and its agreement 1 — computed from its outputs, not assumed
+    assert outputs_of(main_run, "onnx-fp32") == reference
+    assert rows["onnx-fp32"]["bleu_delta"] == 0.0 and rows["onnx-fp32"]["chrf_delta"] == 0.0
+    assert rows["onnx-fp32"]["agreement"] == 1.0
+
+
+def test_ratios_vs_torch_are_of_this_runs_rows(main_run):
+    rows, md = main_run["rows"], (main_run["out"] / "report.md").read_text(encoding="utf-8")
+    torch = rows["hf-torch-fp32"]
+    for name, row in rows.items():
+        ratios = row["vs_reference"]
+        assert ratios["throughput"] == pytest.approx(row["throughput_tok_s"] / torch["throughput_tok_s"])
+        assert ratios["peak_rss"] == pytest.approx(row["peak_rss_mb"] / torch["peak_rss_mb"])
+        assert ratios["latency_p50_speedup"] == pytest.approx(torch["latency_ms"]["p50"] / row["latency_ms"]["p50"])
+        line = next(line for line in md.splitlines() if line.startswith(f"| {name} | "))
+        assert f"| {ratios['throughput']:.2f}x |" in line and f"| {ratios['peak_rss']:.2f}x |" in line
+    targets = {t["target"]: t for t in main_run["report"]["targets"]}
+    ct2 = targets["ct2-int8 throughput >= 4x hf-torch fp32 (batch 32, beam 4)"]
+    assert ct2["value"] == pytest.approx(rows["ct2-int8"]["vs_reference"]["throughput"])
+    assert ct2["status"] in ("PASS", "MISS") and (ct2["gap"] is None) == (ct2["status"] == "PASS")
 
 
 def test_memory_and_disk_are_measured(main_run, bench_bundle):
@@ -115,6 +135,12 @@ def test_memory_and_disk_are_measured(main_run, bench_bundle):
     assert all(v > 0 for v in rss) and len(set(rss)) > 1
     # the torch peer imports torch; the CT2 worker of ours does not
     assert rows["hf-torch-fp32"]["peak_rss_mb"] > rows["ct2-int8"]["peak_rss_mb"]
+    for name, row in rows.items():
+        # wait4 of the exited child covers its whole life: never below what the worker saw of itself
+        # just before writing its result (a sampler, or the parent's own RSS, could be)
+        assert row["peak_rss_mb"] >= row["raw"]["worker_own_peak_rss_mb"] > 0, name
+        heavy = {"torch", "transformers"} & set(row["stacks_loaded"])
+        assert bool(heavy) == (row["runner"] in ("hf", "optimum")), (name, row["stacks_loaded"])
     for name, sub in (("ct2-int8", "ct2/int8"), ("onnx-int8", "onnx/int8"), ("hf-torch-fp32", "torch/fp32"),
                       ("optimum-ort-int8", "onnx/int8")):
         files = [p for p in (bench_bundle / sub).rglob("*") if p.is_file()]
@@ -145,21 +171,29 @@ def test_throughput_and_latency_come_from_the_raw_timings(main_run, bench_bundle
 
 @pytest.fixture(scope="module")
 def degraded_run(bench_bundle, tiny_dev_pairs, tmp_path_factory):
-    """Sources only; a config the bundle lacks; a config starved of memory; the rest must still run."""
+    """Sources only; a precision and a whole engine the bundle lacks; a config starved of memory; a
+    config that crashes; the rest must still run."""
     import shutil
+
+    from mtedge.bench.worker import FAIL_ENV
 
     root = tmp_path_factory.mktemp("bench-degraded")
     bundle = root / "bundle"
     shutil.copytree(bench_bundle, bundle, symlinks=True)
     manifest = json.loads((bundle / "manifest.json").read_text())
     manifest["engines"]["ct2"].pop("int16", None)
+    manifest["engines"].pop("onnx")
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     shutil.rmtree(bundle / "ct2" / "int16", ignore_errors=True)
+    shutil.rmtree(bundle / "onnx")
     sources = root / "sources.txt"
     sources.write_text("".join(f"{s}\n" for s, _ in tiny_dev_pairs[:8]), encoding="utf-8")
-    configs = ["ct2-int16", "ct2-raw-int8", "hf-torch-fp32", "ct2-int8"]
+    configs = ["ct2-int16", "onnx-int8", "optimum-ort-int8", "ct2-raw-int8", "hf-torch-fp32", "ct2-float32",
+               "ct2-int8"]
+    # no --max-length: the bundle's own generation limit applies
     proc = run_cli(bench_args(bundle, sources, root / "out", root / "work", configs,
-                              "--max-memory-mb", "ct2-raw-int8=48"))
+                              "--max-memory-mb", "ct2-raw-int8=48", max_length=None),
+                   env_extra={FAIL_ENV: "ct2-float32"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((root / "out" / "report.json").read_text())
     return {"report": report, "rows": {r["name"]: r for r in report["results"]}, "out": root / "out"}
@@ -176,10 +210,26 @@ def test_sources_without_references_still_give_agreement(degraded_run):
     assert "no references" in md and "n/a" in md
 
 
+def test_max_length_defaults_to_the_bundles_generation_limit(degraded_run, bench_bundle):
+    generation = json.loads((bench_bundle / "manifest.json").read_text())["generation"]
+    assert degraded_run["report"]["settings"]["max_length"] == generation["max_new_tokens"]
+
+
 def test_a_config_missing_from_the_bundle_is_an_error_row(degraded_run):
-    row = degraded_run["rows"]["ct2-int16"]
-    assert row["error"].startswith("not in bundle") and "int16" in row["error"]
-    assert row["throughput_tok_s"] is None
+    rows = degraded_run["rows"]
+    for name, missing in (("ct2-int16", "int16"), ("onnx-int8", "onnx"), ("optimum-ort-int8", "onnx")):
+        assert rows[name]["error"].startswith("not in bundle") and missing in rows[name]["error"], rows[name]
+        assert rows[name]["throughput_tok_s"] is None and rows[name]["peak_rss_mb"] is None
+    md = (degraded_run["out"] / "report.md").read_text()
+    assert "| onnx-int8 | ours | n/a |" in md and "- **onnx-int8**: not in bundle" in md
+
+
+def test_a_config_that_crashes_is_recorded_and_the_run_goes_on(degraded_run):
+    row = degraded_run["rows"]["ct2-float32"]
+    assert row["error"].startswith("worker failed (exit code 1)") and "asked config ct2-float32 to fail" in row["error"]
+    assert row["load_s"] is None and row["throughput_tok_s"] is None
+    assert row["peak_rss_mb"] > 0    # what the crashed worker used is still known
+    assert degraded_run["rows"]["ct2-int8"]["throughput_tok_s"] > 0
 
 
 def test_a_worker_out_of_memory_is_recorded_and_the_run_goes_on(degraded_run):

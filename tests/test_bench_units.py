@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -47,6 +48,17 @@ def test_targets_are_ratios_of_rows_of_the_same_run():
     assert got["onnx-int8 batch-1 greedy p50 latency >= 1.5x faster than hf-torch fp32"]["value"] == 1.2
     assert got["onnx-int8 BLEU delta vs hf-torch fp32 >= -0.5"]["status"] == "MISS"
     assert got["ct2-int8 BLEU delta vs hf-torch fp32 >= -0.5"]["status"] == "PASS"
+
+
+def test_a_missed_target_says_by_how_much():
+    rows = [_row("hf-torch-fp32", 100, 1000, 30), _row("onnx-int8", 150, 400, 25, -0.7)]
+    got = {t["target"]: t for t in evaluate_targets(rows)}
+    tput = got["onnx-int8 throughput >= 2x hf-torch fp32 (batch 32, beam 4)"]
+    assert tput["gap"] == "75.0% of the target: needs 1.33x more"
+    assert got["onnx-int8 BLEU delta vs hf-torch fp32 >= -0.5"]["gap"] == "0.20 BLEU short"
+    rows = [_row("hf-torch-fp32", 100, 1000, 30), _row("ct2-int8", 450, 450, 10)]
+    mem = {t["target"]: t for t in evaluate_targets(rows)}["ct2-int8 peak memory <= 30% of hf-torch fp32"]
+    assert mem["status"] == "MISS" and mem["gap"] == "1.5x the bound: needs 1.5x less"
 
 
 def test_targets_without_the_rows_are_not_applicable():
@@ -108,6 +120,8 @@ def test_cli_input_mistakes_are_one_line_errors(tmp_path):
         ([str(tmp_path / "missing"), "--test", str(tmp_path / "t.txt")], "test file not found"),
         ([str(tmp_path / "plain"), "--synthetic", "opus-mt-en-de"], "not both"),
         (["--synthetic", "opus-mt-xx-yy", "--work-dir", str(tmp_path / "w")], "unknown synthetic model"),
+        (["--synthetic", "opus-mt-en-de", "--latency-sentences", "0", "--work-dir", str(tmp_path / "w")],
+         "--latency-sentences must be >= 1"),
     ]
     for args, message in cases:
         proc = _cli(args)
@@ -135,3 +149,87 @@ def test_test_files_with_and_without_references(tmp_path):
     with_refs, without = load_test_set(tsv), load_test_set(plain)
     assert with_refs.sources == ["a house", "the man"] and with_refs.references == ["ein Haus", "der Mann"]
     assert without.sources == ["a house", "the man"] and without.references is None
+
+
+# ---------------------------------------------------------------- report rendering
+
+def _full_row(name, group, tok_s, rss, p50, bleu=None, error=None):
+    row = {"name": name, "engine": "ct2", "precision": "int8", "runner": "x", "group": group,
+           "throughput_tok_s": tok_s, "peak_rss_mb": rss, "disk_mb": 12.5, "load_s": 0.5, "first_translation_ms": 9.0,
+           "latency_ms": {"p50": p50, "p90": p50 * 1.5, "p99": p50 * 2}, "bleu": bleu, "chrf": bleu,
+           "bleu_delta": None if bleu is None else bleu - 30.0, "chrf_delta": None, "agreement": None,
+           "error": error}
+    if error:
+        row.update(throughput_tok_s=None, peak_rss_mb=None, latency_ms=None, load_s=None)
+    row["latency_beam4_ms"] = row["latency_ms"]
+    return row
+
+
+def _report(rows, synthetic=None):
+    from mtedge.bench.targets import evaluate_targets
+
+    return {"machine": {"cpu_model": "Test CPU", "usable_cores": 2, "cpu_count": 2, "simd": {"AVX2": True},
+                        "packages": {"mtedge": "0"}, "gpu": None, "load_average": [3.0, 2.0, 1.0]},
+            "settings": {"threads": 2, "batch_size": 32, "beam_size": 4, "length_penalty": 0.0,
+                         "throughput_repeats": 2, "latency_sentences": 4, "repeats": 2, "warmup": 1,
+                         "max_length": 24, "forced_length": bool(synthetic), "token_count_method": "forced"},
+            "model": {"name": "m", "bundle": "b", "family": "marian", "synthetic": synthetic},
+            "test_set": {"origin": "t", "n_sentences": 8, "has_references": not synthetic},
+            "quality_note": "skipped: synthetic" if synthetic else "refs", "results": rows,
+            "targets": evaluate_targets(rows), "plots": []}
+
+
+def test_markdown_shows_every_config_with_ratios_vs_torch():
+    from mtedge.bench.report import markdown_table, reference_ratios, render_markdown
+
+    rows = [_full_row("hf-torch-fp32", "peer", 100.0, 800.0, 40.0, bleu=30.0),
+            _full_row("ct2-int8", "ours", 450.0, 200.0, 10.0, bleu=29.8),
+            _full_row("ct2-int16", "ours", None, None, 1.0, error="unsupported here: CTranslate2 cannot run int16")]
+    for row in rows:
+        row["vs_reference"] = reference_ratios(row, rows[0])
+    assert rows[1]["vs_reference"] == {"throughput": 4.5, "latency_p50_speedup": 4.0, "peak_rss": 0.25}
+    assert rows[2]["vs_reference"] == {"throughput": None, "latency_p50_speedup": None, "peak_rss": None}
+    table = markdown_table(rows)
+    speed = next(line for line in table.splitlines() if line.startswith("| ct2-int8 | ours | 450.0 |"))
+    assert "| 4.50x |" in speed and "| 4.00x |" in speed and "| 0.25x |" in speed
+    assert "| 10.0 / 15.0 / 20.0 |" in speed and "| 200.0 |" in speed and "| 12.5 |" in speed and "| ok |" in speed
+    assert "| ct2-int8 | 29.80 | 29.80 | -0.20 |" in table     # the quality table
+    assert "| ct2-int16 | ours | n/a |" in table and "| unsupported here |" in table
+    assert "- **ct2-int16**: unsupported here: CTranslate2 cannot run int16" in table
+    md = render_markdown(_report(rows))
+    assert "| ct2-int8 throughput >= 4x hf-torch fp32 (batch 32, beam 4) | 4.5 | >= 4 | PASS |" in md
+    assert "load average at start 3.0" in md
+
+
+def test_plots_are_written_and_the_scatter_needs_bleu_deltas(tmp_path):
+    from mtedge.bench.plots import write_plots
+
+    rows = [_full_row("hf-torch-fp32", "peer", 100.0, 800.0, 40.0, bleu=30.0),
+            _full_row("onnx-int8", "ours", 300.0, 150.0, 12.0, bleu=29.9),
+            _full_row("ct2-int8", "ours", 45000.0, 90.0, 0.5, bleu=29.8)]
+    made = write_plots(_report(rows), tmp_path)
+    assert sorted(Path(p).name for p in made) == ["latency_percentiles.png", "memory_and_disk.png",
+                                                  "throughput.png", "throughput_vs_bleu_delta.png"]
+    for path in made:
+        assert Path(path).read_bytes()[:4] == b"\x89PNG"
+    for row in rows:
+        row["bleu_delta"] = None
+    # a synthetic run has no deltas: no scatter, and no stale one from an earlier run in the same dir
+    made = write_plots(_report(rows, synthetic="opus-mt-en-de"), tmp_path)
+    assert "throughput_vs_bleu_delta.png" not in [Path(p).name for p in made]
+    assert not (tmp_path / "throughput_vs_bleu_delta.png").exists()
+
+
+def test_run_time_estimate_prices_each_call_kind_from_the_quick_run():
+    from benchmarks.suites.estimate import estimate_row
+
+    quick = {"sentences": 32, "latency_sentences": 4, "repeats": 2, "warmup": 1, "throughput_repeats": 1,
+             "batch_size": 32}
+    row = {"name": "x", "error": None, "raw": {"latency_ms": {"greedy": [100.0] * 8, "beam4": [200.0] * 8},
+                                               "throughput_pass_s": [3.2], "worker_wall_s": 10.0}}
+    # quick: 9 greedy (0.9 s) + 9 beam (1.8 s) + 64 batched sentences (6.4 s) -> 0.9 s fixed cost;
+    # full: 18 calls of each kind (5.4 s) + 32 + 2 x 64 batched sentences (16 s)
+    target = {"sentences": 64, "latency_sentences": 8, "repeats": 2, "warmup": 2, "throughput_repeats": 2}
+    assert estimate_row(row, quick, target, 1.0) == pytest.approx(0.9 + 5.4 + 16.0)
+    assert estimate_row(row, quick, target, 2.0) == pytest.approx(0.9 + 2 * (5.4 + 16.0))
+    assert estimate_row({"name": "y", "error": "not in bundle: ..."}, quick, target, 1.0) is None

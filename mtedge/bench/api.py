@@ -16,7 +16,8 @@ SYNTHETIC_FORCED_LENGTH = 32  # target tokens incl. </s>, forced on every engine
 def bench(model: str | Path | None = None, *, test_file: str | Path | None = None, synthetic: str | None = None,
           configs: str | None = None, threads: int | None = None, out_dir: Path = Path("benchmarks/results/latest"),
           work_dir: Path = Path("benchmarks/results/tmp"), quick: bool = False, sentences: int | None = None,
-          repeats: int | None = None, max_length: int | None = None, max_memory_mb: list[str] | None = None,
+          latency_sentences: int | None = None, repeats: int | None = None, throughput_repeats: int | None = None,
+          max_length: int | None = None, max_memory_mb: list[str] | None = None,
           timeout_s: float | None = None, progress: bool = True) -> dict:
     """Runs the benchmark and returns the report dict (also written to ``out_dir``)."""
     if synthetic and model:
@@ -35,13 +36,17 @@ def bench(model: str | Path | None = None, *, test_file: str | Path | None = Non
     resolve_configs(configs, gpu=False)     # unknown names fail before any export or worker
     limits = parse_memory_limits(max_memory_mb or [])
 
-    overrides = {k: v for k, v in dict(sentences=sentences, repeats=repeats, max_length=max_length).items()
-                 if v is not None}
+    counts = dict(sentences=sentences, latency_sentences=latency_sentences, repeats=repeats,
+                  throughput_repeats=throughput_repeats)
+    for option, value in counts.items():
+        if value is not None and value < 1:
+            raise UserError(f"--{option.replace('_', '-')} must be >= 1")
+    overrides = {k: v for k, v in dict(counts, max_length=max_length).items() if v is not None}
     if synthetic:
         overrides.setdefault("max_length", 24 if quick else SYNTHETIC_FORCED_LENGTH)
         overrides["forced_length"] = True
     protocol = Protocol.quick(**overrides) if quick else Protocol(**overrides)
-    if protocol.max_length < 2:
+    if protocol.max_length is not None and protocol.max_length < 2:
         raise UserError("--max-length must be >= 2 (one piece and </s>)")
 
     work_dir = Path(work_dir)

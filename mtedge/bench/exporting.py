@@ -23,14 +23,28 @@ def _checkpoint_key(model_dir: Path) -> str:
     return h.hexdigest()[:12]
 
 
-def export_for_bench(model_dir: Path, bundle_dir: Path, synthetic: bool = False) -> Path:
+BENCH_CT2_PRECISIONS = ("float32", "int8", "int16")
+
+
+def ct2_cpu_compute_types() -> set[str]:
+    """What CTranslate2 can run on this CPU; int16 needs Intel MKL, so an AMD CPU has none."""
+    import ctranslate2
+
+    return set(ctranslate2.get_supported_compute_types("cpu"))
+
+
+def export_for_bench(model_dir: Path, bundle_dir: Path, synthetic: bool = False, name: str | None = None) -> Path:
     """Exports an HF checkpoint to ``bundle_dir`` with every CPU precision the bench measures
-    (and the torch copy the peers need)."""
+    that this CPU can run (and the torch copy the peers need)."""
     from mtedge.convert import export_bundle  # the export stage; imports torch/optimum
 
     bundle_dir.parent.mkdir(parents=True, exist_ok=True)
-    kwargs = dict(onnx_precisions=["fp32", "int8"], ct2_precisions=["float32", "int8", "int16"],
-                  include_torch=True)
+    # an unsupported precision would fail the export's validation (the whole bundle); left out, its
+    # row says why instead (harness.prepare_spec)
+    supported = ct2_cpu_compute_types()
+    kwargs = dict(onnx_precisions=["fp32", "int8"],
+                  ct2_precisions=[p for p in BENCH_CT2_PRECISIONS if p in supported], include_torch=True,
+                  name=name)
     if synthetic:
         kwargs["validate"] = False   # random weights: parity checks of noise would only cost time
     export_bundle(model_dir, bundle_dir, **kwargs)

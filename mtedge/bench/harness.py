@@ -1,9 +1,10 @@
 """``mtedge bench``: every configuration in its own worker process, one report.
 
-The parent stays light (no torch): it resolves the bundle, writes the sentences once,
-starts ``python -m mtedge.bench.worker`` per configuration, reads its peak RSS from
-``os.wait4`` when it exits, scores the outputs (sacrebleu) and writes the report after
-every row, so a crash or Ctrl-C still leaves what was measured.
+The parent stays light (no torch, except when it exports a checkpoint first): it resolves the
+bundle, writes the sentences once, starts ``python -m mtedge.bench.worker`` per configuration through
+``mtedge.bench.launcher`` (which reports the exited worker's peak RSS from ``os.wait4``, free of the
+parent's own), scores the outputs (sacrebleu) and writes the report after every row, so a crash or
+Ctrl-C still leaves what was measured.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mtedge.bench import metrics, report as report_mod
+from mtedge.bench import metrics, plots, report as report_mod
 from mtedge.bench.configs import REFERENCE_CONFIG, BenchConfig, cuda_available, resolve_configs
 from mtedge.bench.machine import describe_machine
 from mtedge.bench.testset import TestSet
 from mtedge.errors import BundleError, UserError
 
 STDERR_TAIL_CHARS = 2000
+LAUNCHER = Path(__file__).with_name("launcher.py")
 
 
 @dataclass
@@ -38,13 +40,14 @@ class Protocol:
     batch_size: int = 32
     beam_size: int = 4
     length_penalty: float = 0.0     # CTranslate2's benchmark protocol
-    max_length: int = 256           # generated tokens incl. </s>
+    # generated tokens incl. </s>; None: the bundle's own generation limit (bundle_max_length) — a
+    # larger cap would let a runaway output index past the model's position table
+    max_length: int | None = None
     forced_length: bool = False
 
     @classmethod
     def quick(cls, **overrides) -> "Protocol":
-        base = cls(sentences=32, latency_sentences=4, repeats=2, warmup=1, throughput_repeats=1,
-                   max_length=128)
+        base = cls(sentences=32, latency_sentences=4, repeats=2, warmup=1, throughput_repeats=1)
         return cls(**{**base.__dict__, **overrides})
 
     def to_dict(self) -> dict:
@@ -61,6 +64,13 @@ class BenchOptions:
     max_memory_mb: dict[str, int] = field(default_factory=dict)   # config name or "*" -> MB
     progress: bool = True
     timeout_s: float | None = None
+
+
+def bundle_max_length(bundle) -> int:
+    """The bundle's generation limit in generated tokens incl. </s> (HF max_new_tokens): what
+    ``mtedge.Translator`` defaults to, so the bench measures what a user of the bundle gets."""
+    generation = bundle.generation
+    return int(generation.get("max_new_tokens") or max(1, int(generation.get("max_length") or 257) - 1))
 
 
 def default_threads() -> int:
@@ -101,9 +111,27 @@ def _optimum_view(bundle, precision: str, work_dir: Path) -> Path:
     return view
 
 
+class UnsupportedConfig(Exception):
+    """The bundle has the files, but this machine cannot run the configuration."""
+
+
+def _check_ct2_support(config: BenchConfig) -> None:
+    # e.g. int16 needs Intel MKL: on an AMD CPU CTranslate2 refuses it at load, after seconds of
+    # worker start-up and with a less helpful message
+    if config.engine != "ct2" or config.device != "cpu":
+        return
+    from mtedge.bench.exporting import ct2_cpu_compute_types
+
+    supported = ct2_cpu_compute_types()
+    if config.precision not in supported:
+        raise UnsupportedConfig(f"CTranslate2 cannot run {config.precision} on this CPU "
+                                f"(supported: {', '.join(sorted(supported))})")
+
+
 def prepare_spec(config: BenchConfig, bundle, work_dir: Path) -> tuple[dict, Path]:
     """Worker spec extras and the directory whose files are this config's model on disk.
-    Raises BundleError when the bundle lacks what the config runs."""
+    Raises BundleError when the bundle lacks what the config runs, UnsupportedConfig when this
+    machine cannot run it."""
     extra: dict = {}
     if config.runner == "mtedge":
         model_dir = bundle.engine_dir(config.engine, config.precision)
@@ -118,6 +146,7 @@ def prepare_spec(config: BenchConfig, bundle, work_dir: Path) -> tuple[dict, Pat
         bundle.tokenizer_dir()
     else:  # pragma: no cover - configs.py and runners.py list the same runners
         raise ValueError(config.runner)
+    _check_ct2_support(config)
     return {k: str(v) for k, v in extra.items()}, model_dir
 
 
@@ -127,45 +156,52 @@ def prepare_spec(config: BenchConfig, bundle, work_dir: Path) -> tuple[dict, Pat
 class WorkerOutcome:
     result: dict | None
     exit_code: int
-    peak_rss_mb: float
+    peak_rss_mb: float | None
     wall_s: float
     stderr_tail: str
+    timed_out: bool = False
 
 
 def run_worker(spec: dict, log_dir: Path, timeout_s: float | None = None) -> WorkerOutcome:
-    """Runs one worker to completion; its peak RSS comes from the kernel's accounting of the
-    exited child (``wait4`` rusage ``ru_maxrss``, KiB on Linux)."""
+    """Runs one worker to completion through ``mtedge.bench.launcher``; its peak RSS is the kernel's
+    accounting of the exited worker (``wait4`` ``ru_maxrss``, KiB on Linux), taken by the launcher —
+    a direct child of this process would carry this process's own peak (see launcher.py)."""
     log_dir.mkdir(parents=True, exist_ok=True)
     name = spec["config"]["name"]
     result_path = Path(spec["result_path"])
-    result_path.unlink(missing_ok=True)
+    usage_path = result_path.with_name(f"{name}.usage.json")
+    for path in (result_path, usage_path):
+        path.unlink(missing_ok=True)
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    argv = [sys.executable, "-S", str(LAUNCHER), str(usage_path), str(timeout_s or 0),
+            sys.executable, "-m", "mtedge.bench.worker", json.dumps(spec)]
+    start = time.perf_counter()
     with open(log_dir / f"{name}.stdout", "wb") as out, open(log_dir / f"{name}.stderr", "wb") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "mtedge.bench.worker", json.dumps(spec)],
-                                stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env)
-        start = time.perf_counter()
+        # a session of its own: a terminal's Ctrl-C reaches this process only, which then stops the
+        # launcher, which kills the worker and still reports what it used
+        proc = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env,
+                                start_new_session=True)
         try:
-            while True:
-                pid, status, rusage = os.wait4(proc.pid, os.WNOHANG)
-                if pid:
-                    break
-                if timeout_s and time.perf_counter() - start > timeout_s:
-                    proc.kill()
+            while proc.poll() is None:
                 time.sleep(0.05)
         except BaseException:       # Ctrl-C: never leave a worker behind
             _reap(proc)
             raise
-        proc.returncode = os.waitstatus_to_exitcode(status)   # keep Popen from waiting again
     wall = time.perf_counter() - start
     stderr_text = (log_dir / f"{name}.stderr").read_text(encoding="utf-8", errors="replace")
+    usage = json.loads(usage_path.read_text(encoding="utf-8")) if usage_path.exists() else None
+    if usage is None:               # the launcher itself died: nothing trustworthy to report
+        return WorkerOutcome(None, proc.returncode, None, wall,
+                             (stderr_text or "the worker launcher failed")[-STDERR_TAIL_CHARS:])
     result = None
-    if proc.returncode == 0 and result_path.exists():
+    if usage["exit_code"] == 0 and result_path.exists():
         result = json.loads(result_path.read_text(encoding="utf-8"))
-    return WorkerOutcome(result, proc.returncode, rusage.ru_maxrss / 1024, wall,
-                         stderr_text[-STDERR_TAIL_CHARS:])
+    return WorkerOutcome(result, usage["exit_code"], usage["max_rss_kib"] / 1024, wall,
+                         stderr_text[-STDERR_TAIL_CHARS:], usage["killed_for"] == "timeout" and result is None)
 
 
 def _reap(proc: subprocess.Popen) -> None:
+    """Stops the launcher (it kills its worker first); the whole session if it does not go."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -173,9 +209,16 @@ def _reap(proc: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+    try:                            # whatever is left of its session (a worker the launcher lost)
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
-def _failure_message(outcome: WorkerOutcome, limit_mb: int | None = None) -> str:
+def _failure_message(outcome: WorkerOutcome, limit_mb: int | None = None,
+                     timeout_s: float | None = None) -> str:
+    if outcome.timed_out:
+        return f"worker timed out: killed after {timeout_s:g} s (--timeout)"
     code = outcome.exit_code
     how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
     if limit_mb:
@@ -220,8 +263,9 @@ def fill_row(row: dict, result: dict, outcome: WorkerOutcome, test_set: TestSet,
         "target_tokens": tokens,
         "engine_generated_tokens": tp.get("generated_tokens"),
         "peak_rss_mb": outcome.peak_rss_mb,
+        "stacks_loaded": result.get("stacks_loaded"),
         "raw": {"latency_ms": result["latency_ms"], "throughput_pass_s": tp["pass_s"],
-                "worker_wall_s": outcome.wall_s},
+                "worker_wall_s": outcome.wall_s, "worker_own_peak_rss_mb": result.get("own_peak_rss_mb")},
     })
     if score_quality:
         row.update(metrics.quality(outputs, test_set.references))
@@ -255,6 +299,8 @@ def run_bench(bundle_path: Path, test_set: TestSet, options: BenchOptions, *, sy
     configs = resolve_configs(options.configs, gpu)
     threads = options.threads or default_threads()
     protocol = options.protocol
+    if protocol.max_length is None:
+        protocol.max_length = bundle_max_length(bundle)
     out_dir, work_dir = Path(options.out_dir), Path(options.work_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     run_dir = work_dir / "runs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
@@ -308,11 +354,16 @@ def run_bench(bundle_path: Path, test_set: TestSet, options: BenchOptions, *, sy
         from mtedge.bench.targets import evaluate_targets
 
         report["targets"] = evaluate_targets(rows)
+        ref = next((r for r in rows if r["name"] == REFERENCE_CONFIG), None)
+        for row in rows:
+            row["vs_reference"] = report_mod.reference_ratios(row, ref)
         if final:
             try:
-                report["plots"] = report_mod.write_plots(report, out_dir)
+                report["plots"] = plots.write_plots(report, out_dir)
             except Exception as exc:  # a plot must never cost the measured numbers
                 report["plots_error"] = repr(exc)
+            if not any(r.get("bleu_delta") is not None for r in rows):
+                report["plots_note"] = f"no throughput-vs-BLEU-delta plot: {report['quality_note']}"
             (out_dir / "report.md").write_text(report_mod.render_markdown(report), encoding="utf-8")
         report_mod.write_json(report, out_dir)
 
@@ -324,8 +375,14 @@ def run_bench(bundle_path: Path, test_set: TestSet, options: BenchOptions, *, sy
             rows.append(row)
             try:
                 extra, model_dir = prepare_spec(config, bundle, work_dir)
-            except BundleError as exc:
-                row["error"] = f"not in bundle: {exc}"
+            except (BundleError, UnsupportedConfig) as exc:
+                kind = "not in bundle" if isinstance(exc, BundleError) else "unsupported here"
+                row["error"] = f"{kind}: {exc}"
+                if isinstance(exc, BundleError):
+                    try:
+                        _check_ct2_support(config)
+                    except UnsupportedConfig as why:   # the root cause, e.g. int16 on an AMD CPU
+                        row["error"] += f" (and {why}, so the bench does not export it)"
                 bar.update(1)
                 save()
                 continue
@@ -341,7 +398,7 @@ def run_bench(bundle_path: Path, test_set: TestSet, options: BenchOptions, *, sy
             row["peak_rss_mb"] = outcome.peak_rss_mb
             row["exit_code"] = outcome.exit_code
             if outcome.result is None:
-                row["error"] = _failure_message(outcome, limit)
+                row["error"] = _failure_message(outcome, limit, options.timeout_s)
                 row["stderr_tail"] = outcome.stderr_tail
             else:
                 fill_row(row, outcome.result, outcome, test_set, counter, protocol, score_quality)

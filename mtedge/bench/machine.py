@@ -58,6 +58,11 @@ def describe_machine(gpu: bool = False) -> dict:
         "packages": package_versions(),
     }
     try:
+        # a shared machine's timings are only as good as its quiet: state how busy it was
+        info["load_average"] = [round(v, 2) for v in os.getloadavg()]
+    except (OSError, AttributeError):
+        info["load_average"] = None
+    try:
         info["memory_total_mb"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20)
     except (ValueError, OSError, AttributeError):
         info["memory_total_mb"] = None

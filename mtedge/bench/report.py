@@ -1,10 +1,12 @@
-"""Writes a run's ``report.json``, ``report.md`` and PNG plots."""
+"""Writes a run's ``report.json`` and ``report.md`` (the plots are ``mtedge.bench.plots``)."""
 
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
+
+from mtedge.bench.configs import REFERENCE_CONFIG
 
 
 def _fmt(value, digits: int = 1, na: str = "n/a") -> str:
@@ -21,30 +23,64 @@ def _pct(lat: dict | None) -> str:
     return f"{lat['p50']:.1f} / {lat['p90']:.1f} / {lat['p99']:.1f}"
 
 
+def _x(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}x"
+
+
+def reference_ratios(row: dict, ref: dict | None) -> dict:
+    """This row against the hf-torch-fp32 row of the same run: throughput and peak RSS as
+    row / torch, batch-1 greedy p50 latency as a speed-up (torch / row, > 1 is faster)."""
+    out = {"throughput": None, "latency_p50_speedup": None, "peak_rss": None}
+    if not ref or row.get("error") or ref.get("error"):
+        return out
+
+    def ratio(num, den):
+        return num / den if num is not None and den else None
+
+    out["throughput"] = ratio(row.get("throughput_tok_s"), ref.get("throughput_tok_s"))
+    out["latency_p50_speedup"] = ratio((ref.get("latency_ms") or {}).get("p50"),
+                                       (row.get("latency_ms") or {}).get("p50"))
+    out["peak_rss"] = ratio(row.get("peak_rss_mb"), ref.get("peak_rss_mb"))
+    return out
+
+
+def _status(row: dict) -> str:
+    """A short tag for the table; the full error is listed under it."""
+    error = row.get("error")
+    return "ok" if not error else error.split(":", 1)[0]
+
+
 def markdown_table(rows: list[dict]) -> str:
-    head = ("| config | engine | precision | tok/s (b32, beam 4) | greedy b1 ms p50/p90/p99 "
-            "| beam4 b1 ms p50/p90/p99 | load s | first ms | peak RSS MB | disk MB | BLEU | chrF "
-            "| ΔBLEU | ΔchrF | agreement | error |")
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    """Two tables over every configuration: speed/memory (with ratios vs hf-torch-fp32), quality."""
+    ref = next((r for r in rows if r["name"] == REFERENCE_CONFIG), None)
+    speed = ["| config | ours/peer | tok/s (b32, beam 4) | tok/s vs torch | greedy b1 ms p50 / p90 / p99 "
+             "| p50 speed-up vs torch | beam 4 b1 ms p50 / p90 / p99 | load s | first ms | peak RSS MB "
+             "| RSS vs torch | disk MB | status |"]
+    speed.append("|" + "---|" * (speed[0].count("|") - 1))
+    quality = ["| config | BLEU | chrF | ΔBLEU vs torch | ΔchrF vs torch | agreement with torch |",
+               "|---|---|---|---|---|---|"]
     for r in rows:
-        err = (r.get("error") or "").replace("|", "\\|").replace("\n", " ")
-        if len(err) > 120:
-            err = err[:117] + "..."
-        lines.append("| " + " | ".join([
-            r["name"], r["engine"], r["precision"], _fmt(r.get("throughput_tok_s")),
-            _pct(r.get("latency_ms")), _pct(r.get("latency_beam4_ms")), _fmt(r.get("load_s"), 2),
-            _fmt(r.get("first_translation_ms")), _fmt(r.get("peak_rss_mb")), _fmt(r.get("disk_mb")),
-            _fmt(r.get("bleu"), 2), _fmt(r.get("chrf"), 2), _fmt(r.get("bleu_delta"), 2),
-            _fmt(r.get("chrf_delta"), 2), _fmt(r.get("agreement"), 3), err or "",
+        x = reference_ratios(r, ref)
+        speed.append("| " + " | ".join([
+            r["name"], r.get("group", ""), _fmt(r.get("throughput_tok_s")), _x(x["throughput"]),
+            _pct(r.get("latency_ms")), _x(x["latency_p50_speedup"]), _pct(r.get("latency_beam4_ms")),
+            _fmt(r.get("load_s"), 2), _fmt(r.get("first_translation_ms")), _fmt(r.get("peak_rss_mb")),
+            _x(x["peak_rss"]), _fmt(r.get("disk_mb")), _status(r),
         ]) + " |")
-    return "\n".join(lines)
+        quality.append("| " + " | ".join([
+            r["name"], _fmt(r.get("bleu"), 2), _fmt(r.get("chrf"), 2), _fmt(r.get("bleu_delta"), 2),
+            _fmt(r.get("chrf_delta"), 2), _fmt(r.get("agreement"), 3),
+        ]) + " |")
+    errors = [f"- **{r['name']}**: {' '.join(r['error'].split())}" for r in rows if r.get("error")]
+    return "\n".join(speed + [""] + quality + ([""] + errors if errors else []))
 
 
 def targets_table(targets: list[dict]) -> str:
-    lines = ["| target | measured | bound | status |", "|---|---|---|---|"]
+    lines = ["| target | measured | bound | status | gap |", "|---|---|---|---|---|"]
     for t in targets:
-        value = _fmt(t["value"], 2) if t["value"] is not None else f"n/a ({t['note']})"
-        lines.append(f"| {t['target']} | {value} | {t['bound']} | {t['status']} |")
+        # 3 significant digits: a ratio of 0.302 against a bound of 0.3 must not print as 0.30
+        value = f"{t['value']:.3g}" if t["value"] is not None else f"n/a ({t['note']})"
+        lines.append(f"| {t['target']} | {value} | {t['bound']} | {t['status']} | {t.get('gap') or ''} |")
     return "\n".join(lines)
 
 
@@ -56,7 +92,9 @@ def render_markdown(report: dict) -> str:
         f"# mtedge bench: {report['model']['name']}",
         "",
         f"- **machine**: {m['cpu_model']}, {m['usable_cores']} usable cores of {m['cpu_count']}; {simd}"
-        + (f"; GPU {m['gpu']}" if m.get("gpu") else ""),
+        + (f"; {m['memory_total_mb']} MB RAM" if m.get("memory_total_mb") else "")
+        + (f"; GPU {m['gpu']}" if m.get("gpu") else "")
+        + (f"; load average at start {m['load_average'][0]:.1f}" if m.get("load_average") else ""),
         f"- **threads**: {s['threads']} (intra-op; inter-op 1) — **packages**: {pkgs}",
         f"- **model**: {report['model']['bundle']} ({report['model']['family']})"
         + (" — synthetic, random weights" if report["model"].get("synthetic") else ""),
@@ -70,6 +108,8 @@ def render_markdown(report: dict) -> str:
         f"- **target tokens**: {s['token_count_method']}",
         f"- **memory**: peak RSS of each worker process from the OS (wait4 ru_maxrss); disk = the "
         f"configuration's model files; MB = 2^20 bytes. Each configuration ran in a fresh process.",
+        f"- **ratios**: against `{REFERENCE_CONFIG}` of this run (tok/s and RSS: row / torch; latency: "
+        f"torch p50 / row p50, > 1 is faster)",
         f"- **quality**: {report['quality_note']}",
     ]
     if report.get("interrupted"):
@@ -86,6 +126,10 @@ def render_markdown(report: dict) -> str:
     out += ["## Targets (ratios measured in this run)", "", targets_table(report["targets"]), ""]
     if report.get("plots"):
         out += ["## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in report["plots"]] + [""]
+    if report.get("plots_note"):
+        out += [f"Plots: {report['plots_note']}", ""]
+    if report.get("plots_error"):
+        out += [f"Plots failed: {report['plots_error']}", ""]
     return "\n".join(out)
 
 
@@ -96,63 +140,3 @@ def write_json(report: dict, out_dir: Path) -> Path:
     tmp.write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
     os.replace(tmp, path)   # a reader never sees half a report
     return path
-
-
-def write_plots(report: dict, out_dir: Path) -> list[str]:
-    os.environ.setdefault("MPLBACKEND", "Agg")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [r for r in report["results"] if not r.get("error")]
-    if not rows:
-        return []
-    names = [r["name"] for r in rows]
-    paths = []
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    have_delta = any(r.get("bleu_delta") is not None for r in rows)
-    for r in rows:
-        x = r.get("bleu_delta") if have_delta else 0.0
-        if x is None or r.get("throughput_tok_s") is None:
-            continue
-        ax.scatter(x, r["throughput_tok_s"])
-        ax.annotate(r["name"], (x, r["throughput_tok_s"]), fontsize=8, xytext=(4, 2), textcoords="offset points")
-    ax.set_xlabel("BLEU delta vs hf-torch-fp32" if have_delta else "BLEU delta: n/a (" + report["quality_note"][:60] + ")")
-    ax.set_ylabel("target tokens/s (batch 32, beam 4)")
-    ax.set_title("Throughput vs quality loss")
-    ax.grid(alpha=0.3)
-    paths.append(_save(fig, out_dir / "throughput_vs_bleu_delta.png", plt))
-
-    fig, ax = plt.subplots(figsize=(max(7, len(rows) * 1.1), 4.5))
-    width = 0.13
-    series = [("greedy", "latency_ms"), ("beam4", "latency_beam4_ms")]
-    for si, (label, key) in enumerate(series):
-        for pi, p in enumerate(("p50", "p90", "p99")):
-            vals = [(r.get(key) or {}).get(p) or 0 for r in rows]
-            offs = (si * 3 + pi - 2.5) * width
-            ax.bar([i + offs for i in range(len(rows))], vals, width, label=f"{label} {p}")
-    ax.set_xticks(range(len(rows)), names, rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel("ms per sentence (batch 1)")
-    ax.set_title("Latency percentiles")
-    ax.legend(fontsize=7, ncol=2)
-    paths.append(_save(fig, out_dir / "latency_percentiles.png", plt))
-
-    fig, ax = plt.subplots(figsize=(max(7, len(rows) * 1.1), 4.5))
-    xs = range(len(rows))
-    ax.bar([i - 0.2 for i in xs], [r.get("peak_rss_mb") or 0 for r in rows], 0.4, label="peak RSS (MB)")
-    ax.bar([i + 0.2 for i in xs], [r.get("disk_mb") or 0 for r in rows], 0.4, label="size on disk (MB)")
-    ax.set_xticks(list(xs), names, rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel("MB (2^20 bytes)")
-    ax.set_title("Peak memory and model size")
-    ax.legend(fontsize=8)
-    paths.append(_save(fig, out_dir / "memory_and_disk.png", plt))
-    return paths
-
-
-def _save(fig, path: Path, plt) -> str:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return str(path)

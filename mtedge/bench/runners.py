@@ -109,38 +109,52 @@ class OptimumRunner(_HFGenerateRunner):
 
 
 class CT2RawRunner(Runner):
-    """Peer: ``ctranslate2.Translator.translate_batch`` with plain sentencepiece around it —
-    what our CT2 engine costs on top of the library shows as the gap to ``ct2-int8``."""
+    """Peer: ``ctranslate2.Translator.translate_batch`` called directly — what our CT2 engine costs
+    on top of the library shows as the gap to ``ct2-int8``.
+
+    Only the CT2 call is "raw": both sides must do the same work for the gap to be the wrapper's
+    (cleaning, batching, id mapping, result objects). So the CT2 options follow our engine's
+    (``mtedge.engines.ct2_engine``: the same length rule, no CT2-side truncation, one batch per call),
+    and the text goes through the bundle's own tokenizer (HF-exact, torch-free, cheap): plain
+    sentencepiece would feed T5 different pieces (no leading ``▁`` with legacy=False) and so
+    compare different translations."""
 
     def load(self):
         import ctranslate2
-        import sentencepiece as spm
 
-        tok_dir = self.bundle / "tokenizer"
-        meta = json.loads((tok_dir / "mtedge_tokenizer.json").read_text(encoding="utf-8"))
-        self.source_sp = spm.SentencePieceProcessor(model_file=str(tok_dir / meta["source_spm"]))
-        self.target_sp = spm.SentencePieceProcessor(model_file=str(tok_dir / meta["target_spm"]))
-        self.prefix, self.suffix = meta.get("source_prefix", []), meta.get("source_suffix", [])
-        self.target_prefix = meta.get("target_prefix", [])
-        vocab = json.loads((tok_dir / meta["vocab"]).read_text(encoding="utf-8"))
-        special = set(meta.get("special_ids", []))
-        self.special_pieces = {p for p, i in vocab.items() if i in special} | set(self.target_prefix)
+        from mtedge.engines.ct2_engine import has_forced_eos
+        from mtedge.tokenizer import BundleTokenizer
+
+        self.tokenizer = BundleTokenizer(self.bundle / "tokenizer")
+        self.target_prefix = self.tokenizer.ids_to_pieces(self.tokenizer.target_prefix_ids)
+        self.eos_piece = self.tokenizer.pieces[self.tokenizer.eos_id]
+        manifest = json.loads((self.bundle / "manifest.json").read_text(encoding="utf-8"))
+        self.forced_eos = has_forced_eos(manifest.get("generation") or {})
         device = "cuda" if self.config["device"] == "cuda" else "cpu"
         self.translator = ctranslate2.Translator(
             self.spec["engine_dir"], device=device, compute_type=self.config["precision"],
             intra_threads=self.threads, inter_threads=1)
 
     def translate(self, texts, beam_size, max_length, forced, length_penalty):
-        batch = [self.prefix + self.source_sp.encode(t, out_type=str) + self.suffix for t in texts]
-        # CT2 counts pieces without </s>: max_new_tokens=N  <->  max_decoding_length=N-1 (DESIGN §4.2)
-        length = max_length - 1
+        from mtedge.engines.ct2_engine import decoding_steps
+
+        # source_tokens truncates to the model's limit like our Translator, so CT2 gets
+        # max_input_length=0 on both sides (CT2's default, 1024, would cut differently)
+        batch = [self.tokenizer.source_tokens(t) for t in texts]
+        # Marian (forced </s>) gets N-1 CT2 steps, T5/M2M100 N: the rule our engine uses (DESIGN §4.2).
+        # min_decoding_length=M is HF min_new_tokens=M, so forced N tokens incl. </s> is M = N-1.
         results = self.translator.translate_batch(
-            batch, beam_size=beam_size, length_penalty=length_penalty, max_decoding_length=length,
-            min_decoding_length=length if forced else 0, max_batch_size=0,
+            batch, beam_size=beam_size, length_penalty=length_penalty,
+            max_decoding_length=decoding_steps(max_length, self.forced_eos),
+            min_decoding_length=max_length - 1 if forced else 0, max_input_length=0, max_batch_size=0,
+            return_end_token=True,
             target_prefix=[list(self.target_prefix)] * len(texts) if self.target_prefix else None)
         hyps = [r.hypotheses[0] for r in results]
-        self.generated_tokens = sum(len(h) + 1 for h in hyps)  # + the </s> CT2 does not return
-        return [self.target_sp.decode([p for p in h if p not in self.special_pieces]) for h in hyps]
+        # tokens as HF counts them (prefix and </s> included): a forced-EOS model that hit the
+        # limit gets the </s> HF forces there
+        self.generated_tokens = sum(len(h) + (self.forced_eos and (not h or h[-1] != self.eos_piece))
+                                    for h in hyps)
+        return [self.tokenizer.decode(self.tokenizer.pieces_to_ids(h)) for h in hyps]
 
 
 RUNNERS = {"mtedge": MtedgeRunner, "hf": HFTorchRunner, "optimum": OptimumRunner, "ct2raw": CT2RawRunner}

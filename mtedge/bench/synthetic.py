@@ -115,4 +115,4 @@ def synthetic_bundle(name: str, work_dir: Path) -> Path:
     checkpoint = root / "checkpoint"
     if not (checkpoint / "model.safetensors").exists():
         build_synthetic_checkpoint(name, checkpoint)
-    return export_for_bench(checkpoint, bundle_dir, synthetic=True)
+    return export_for_bench(checkpoint, bundle_dir, synthetic=True, name=f"synthetic-{name}")

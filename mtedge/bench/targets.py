@@ -55,21 +55,31 @@ def evaluate_targets(rows: list[dict]) -> list[dict]:
             missing = [c for c, _ in (t.numerator, t.denominator) if c not in by_name]
             why = f"no result for {', '.join(missing)}" if missing else "metric missing"
             out.append({"target": t.label, "value": None, "bound": f"{t.op} {t.bound:g}", "status": "n/a",
-                        "note": why})
+                        "note": why, "gap": None})
             continue
         value = num / den
         ok = value >= t.bound if t.op == ">=" else value <= t.bound
         out.append({"target": t.label, "value": value, "bound": f"{t.op} {t.bound:g}",
-                    "status": "PASS" if ok else "MISS", "note": ""})
+                    "status": "PASS" if ok else "MISS", "note": "", "gap": None if ok else _ratio_gap(value, t)})
     for name in INT8_CONFIGS:
         row = by_name.get(name)
         delta = row.get("bleu_delta") if row else None
         label = f"{name} BLEU delta vs hf-torch fp32 >= {BLEU_DELTA_BOUND:g}"
         if delta is None:
-            note = "not measured" if row is None else "no references / no reference row"
+            note = "not measured" if row is None else "no BLEU delta in this run (see quality)"
             out.append({"target": label, "value": None, "bound": f">= {BLEU_DELTA_BOUND:g}", "status": "n/a",
-                        "note": note})
+                        "note": note, "gap": None})
         else:
+            ok = delta >= BLEU_DELTA_BOUND
             out.append({"target": label, "value": delta, "bound": f">= {BLEU_DELTA_BOUND:g}",
-                        "status": "PASS" if delta >= BLEU_DELTA_BOUND else "MISS", "note": ""})
+                        "status": "PASS" if ok else "MISS", "note": "",
+                        "gap": None if ok else f"{BLEU_DELTA_BOUND - delta:.2f} BLEU short"})
     return out
+
+
+def _ratio_gap(value: float, t: Target) -> str:
+    """How far a missed ratio is from its bound, in the factor that would close it."""
+    if t.op == ">=":
+        return f"{value / t.bound:.1%} of the target: needs {t.bound / value:.3g}x more" if value > 0 \
+            else "measured 0"
+    return f"{value / t.bound:.3g}x the bound: needs {value / t.bound:.3g}x less"

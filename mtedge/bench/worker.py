@@ -1,8 +1,8 @@
 """One configuration, measured in a fresh process: ``python -m mtedge.bench.worker '<json spec>'``.
 
 A fresh process per configuration keeps allocator caches, thread pools and imported
-stacks of one engine out of the next one's timings and peak memory; the parent reads the
-peak RSS from the OS once this process has exited (``os.wait4``), not from a sampler.
+stacks of one engine out of the next one's timings and peak memory; ``mtedge.bench.launcher``
+reads the peak RSS from the OS once this process has exited (``os.wait4``), not from a sampler.
 
 The spec (built by ``mtedge.bench.harness``) names the config, the bundle, the sources file,
 the protocol and ``result_path``, where this writes its JSON. Nothing heavy is imported
@@ -18,6 +18,9 @@ import time
 
 # Env knobs for tests of the failure paths: a worker that crashes on purpose.
 FAIL_ENV = "MTEDGE_BENCH_FAIL"   # comma-separated config names that raise after loading
+# Stacks whose import alone costs hundreds of MB: recorded per worker, so a report shows that an
+# mtedge row's peak memory holds no torch (DESIGN §2).
+HEAVY_STACKS = ("torch", "transformers", "optimum")
 
 
 def _limit_memory(max_memory_mb: int | None) -> None:
@@ -89,7 +92,15 @@ def measure(spec: dict) -> dict:
     result["throughput"] = {"pass_s": pass_seconds, "batch_size": batch, "beam_size": beam,
                             "n_sentences": len(sources), "generated_tokens": generated}
     result["outputs"] = outputs
+    result["stacks_loaded"] = sorted(m for m in HEAVY_STACKS if m in sys.modules)
     return result
+
+
+def own_peak_rss_mb() -> float:
+    """This process's peak RSS so far (KiB on Linux); the parent's wait4 figure can only be higher."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     _pin_threads(int(spec["threads"]))
     _limit_memory(spec.get("max_memory_mb"))
     result = measure(spec)
+    result["own_peak_rss_mb"] = own_peak_rss_mb()
     tmp = spec["result_path"] + ".tmp"
     with open(tmp, "w", encoding="utf-8") as fh:
         json.dump(result, fh)

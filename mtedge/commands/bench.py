@@ -22,23 +22,29 @@ import click
               show_default=True, help="Exports, synthetic models and worker logs.")
 @click.option("--quick", is_flag=True, help="A short run: few sentences, few repeats.")
 @click.option("--sentences", type=int, help="Throughput/quality sentences (default 256, quick 32).")
+@click.option("--latency-sentences", type=int,
+              help="Sentences timed one by one at batch 1 (default 20, quick 4).")
 @click.option("--repeats", type=int, help="Repeats of each latency sentence (default 3, quick 2).")
+@click.option("--throughput-repeats", type=int,
+              help="Timed passes over the --sentences at batch 32 (default 2, quick 1; the median counts).")
 @click.option("--max-length", type=int,
-              help="Max generated tokens incl. </s> (default 256, quick 128; synthetic: the forced length).")
+              help="Max generated tokens incl. </s> (default: the bundle's generation limit, as "
+                   "mtedge translate uses; synthetic: the forced length, 32, quick 24).")
 @click.option("--max-memory-mb", multiple=True, metavar="MB|CONFIG=MB",
               help="Address-space cap for the workers (all, or one config); over it the config fails "
                    "and is recorded as such.")
 @click.option("--timeout", "timeout_s", type=float, help="Seconds one configuration may take.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def command(model, test_file, synthetic, configs, threads, out_dir, work_dir, quick, sentences, repeats,
-            max_length, max_memory_mb, timeout_s, no_progress):
+def command(model, test_file, synthetic, configs, threads, out_dir, work_dir, quick, sentences, latency_sentences,
+            repeats, throughput_repeats, max_length, max_memory_mb, timeout_s, no_progress):
     """Benchmark MODEL (a bundle, or an HF checkpoint dir exported first) on --test FILE,
     or a --synthetic model; writes report.json, report.md and plots to --out."""
     from mtedge.bench.api import bench
 
     report = bench(model, test_file=test_file, synthetic=synthetic, configs=configs, threads=threads,
                    out_dir=Path(out_dir), work_dir=Path(work_dir), quick=quick, sentences=sentences,
-                   repeats=repeats, max_length=max_length, max_memory_mb=list(max_memory_mb),
+                   latency_sentences=latency_sentences, repeats=repeats, throughput_repeats=throughput_repeats,
+                   max_length=max_length, max_memory_mb=list(max_memory_mb),
                    timeout_s=timeout_s, progress=not no_progress)
     from mtedge.bench.report import markdown_table, targets_table
 

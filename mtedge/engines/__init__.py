@@ -89,11 +89,11 @@ def load_engine(bundle: Bundle, engine: str, precision: str | None = None, devic
     target = tokenizer.target_spec()
     generation = bundle.generation
     if engine == "ct2":
-        from mtedge.engines.ct2_engine import CT2Engine
+        from mtedge.engines.ct2_engine import CT2Engine, has_forced_eos
 
         return CT2Engine(model_dir, target, tokenizer.pieces, precision=precision, device=device,
                          threads=threads, workers=workers, unk_id=tokenizer.unk_id,
-                         forced_eos=generation.get("forced_eos_token_id") is not None,
+                         forced_eos=has_forced_eos(generation),
                          repetition_penalty=generation.get("repetition_penalty") or 1.0,
                          no_repeat_ngram_size=generation.get("no_repeat_ngram_size") or 0)
     if engine == "torch":

@@ -32,6 +32,19 @@ from pathlib import Path
 from mtedge.engines.base import DecodeOptions, Engine, Hypothesis, TargetSpec
 
 
+def has_forced_eos(generation: dict) -> bool:
+    """Whether the bundle's generation config forces ``</s>`` at the length limit (Marian's
+    ``forced_eos_token_id``); T5 and M2M100 have none."""
+    return generation.get("forced_eos_token_id") is not None
+
+
+def decoding_steps(max_length: int, forced_eos: bool) -> int:
+    """CT2 ``max_decoding_length`` for a runtime ``max_length`` (HF ``max_new_tokens``, ``</s>``
+    included): a forced-EOS model spends its last HF step on the forced ``</s>``, which CT2 does not
+    generate, so it gets one step less (DESIGN §4.2). Shared with the bench's raw-CT2 peer."""
+    return max_length - 1 if forced_eos else max_length
+
+
 class CT2Engine(Engine):
     """One ``ctranslate2.Translator``. Thread-safe: CTranslate2 queues concurrent calls on its own
     ``workers`` (``inter_threads``), each running batches on ``threads`` (``intra_threads``)."""
@@ -80,7 +93,7 @@ class CT2Engine(Engine):
     def translate_ids(self, batch: list[list[int]], options: DecodeOptions) -> list[list[Hypothesis]]:
         if not batch:
             return []
-        steps = options.max_length - 1 if self.forced_eos else options.max_length
+        steps = decoding_steps(options.max_length, self.forced_eos)
         if steps <= len(self.prefix_pieces):
             # nothing left to generate but the forced </s> (HF: log-prob 0); CT2 refuses length 0
             return [[Hypothesis([], 0.0 if options.return_scores else None)
