@@ -10,35 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from mtedge.cli import main
 from mtedge.train import merge as merge_module
 from mtedge.train.finetune import FinetuneRequest, finetune
 from mtedge.train.loop import LoopConfig
 from mtedge.train.merge import MergeVerificationError, merge_adapter
+from tests.cli_helpers import assert_user_error, run_cli, write_tsv
 
 pytestmark = pytest.mark.filterwarnings("ignore:Recommended. pip install sacremoses")
 torch.set_num_threads(1)
-
-
-def write_tsv(path: Path, pairs) -> Path:
-    path.write_text("".join(f"{s}\t{t}\n" for s, t in pairs), encoding="utf-8")
-    return path
-
-
-def run_cli(capsys, *args) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
-
-
-def assert_user_error(code: int, err: str, *fragments: str) -> None:
-    assert code == 2, err
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def nothing_left(directory: Path, name: str) -> bool:

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from mtedge.cli import main
 from mtedge.convert.source import checkpoint_sha256, safetensors_header
 from mtedge.train.finetune import FinetuneRequest, finetune
 from mtedge.train.loop import STATE_NAME, LoopConfig, TrainingError
 from mtedge.train.merge import TOLERANCE, merge_adapter
 from mtedge.train.methods import MethodSettings
+from tests.cli_helpers import assert_user_error, run_cli, write_tsv
 
 pytestmark = pytest.mark.filterwarnings("ignore:Recommended. pip install sacremoses")
 torch.set_num_threads(1)  # a shared 2-core machine; also what makes reruns bit-identical
@@ -27,11 +27,6 @@ FAST = LoopConfig(max_steps=4, eval_every=2, eval_max_sentences=6, batch_tokens=
 FAST_CLI = ["--max-steps", "2", "--eval-every", "2", "--eval-sentences", "4", "--batch-tokens", "600",
             "--warmup-steps", "1", "--max-length", "40", "--threads", "1", "--quiet"]
 METHODS = ("lora", "ia3", "full")
-
-
-def write_tsv(path: Path, pairs) -> Path:
-    path.write_text("".join(f"{s}\t{t}\n" for s, t in pairs), encoding="utf-8")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -45,22 +40,6 @@ def make_request(model: Path, data, out: Path, method: str = "lora", **changes) 
     return FinetuneRequest(model=str(model), train=[data[0]], dev=[data[1]], out=out,
                            method=MethodSettings(method=method, **changes.pop("settings", {})), loop=loop,
                            progress=False, **changes)
-
-
-def run_cli(capsys, *args) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
-
-
-def assert_user_error(code: int, err: str, *fragments: str) -> None:
-    assert code == 2, err
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def read_log(run_dir: Path) -> list[dict]:
