@@ -23,8 +23,8 @@ TEST_SETS = ("bible", "sysmsg", "webui")
 MAX_MB = 40
 
 
-def publish(run: Path, dest: Path) -> None:
-    best = run / "best"
+def publish(run: Path, dest: Path, weights: str) -> None:
+    best = run / weights
     missing = [n for n in MODEL_FILES if not (best / n).is_file()]
     if missing:
         raise SystemExit(f"{best} lacks {', '.join(missing)}; has the training run evaluated yet?")
@@ -72,19 +72,19 @@ def corpus_hashes() -> dict:
     return out
 
 
-def write_card(run: Path, dest: Path, scores: dict) -> None:
+def write_card(run: Path, dest: Path, scores: dict, weights: str) -> None:
     from mtedge.bench.machine import describe_machine
 
     pretrain_config = json.loads((run / "pretrain_config.json").read_text())
     log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
-    best = max(log, key=lambda r: r["dev_bleu"])
+    best = max(log, key=lambda r: r["dev_bleu"]) if weights == "best" else log[-1]
     machine = describe_machine()
     size = pretrain_config["size"]
     loop = pretrain_config["loop"]
     hashes = corpus_hashes()
     weights_mb = (dest / "model.safetensors").stat().st_size / 2**20
     total_mb = sum(p.stat().st_size for p in dest.iterdir()) / 2**20
-    record = {"scores_beam4": scores, "best_step": best["step"], "best_dev_bleu": best["dev_bleu"],
+    record = {"scores_beam4": scores, "weights": weights, "published_step": best["step"], "best_dev_bleu": best["dev_bleu"],
               "dev_signature": best["signature"], "steps_trained": log[-1]["step"],
               "train_seconds": log[-1]["trained_seconds"], "size": size, "loop": loop,
               "parameters": pretrain_config["parameters"], "corpora": hashes, "machine": machine,
@@ -122,7 +122,7 @@ benchmarks/reference_model/train.sh           # mtedge pretrain ... (resumes if 
 | training data | `bible` train + `sysmsg` train (below) |
 | schedule | AdamW, lr {loop['learning_rate']}, {loop['warmup_steps']} warmup steps then inverse-sqrt decay, {loop['batch_tokens']} padded tokens per batch, label smoothing {loop['label_smoothing']}, dropout {size['dropout']}, seed {loop['seed']} |
 | steps | {log[-1]['step']} optimizer steps, {log[-1]['trained_seconds'] / 60:.0f} min of training (evaluations included) |
-| best checkpoint | step {best['step']}, dev BLEU {best['dev_bleu']} (greedy, first {best['dev_n']} of bible+sysmsg dev interleaved) |
+| published weights | {"best dev BLEU" if weights == "best" else "the last step (dev BLEU this low does not rank checkpoints; dev chrF and training loss do)"}: step {best['step']}, dev BLEU {best['dev_bleu']}, chrF {best['dev_chrf']} (greedy, first {best['dev_n']} of bible+sysmsg dev interleaved) |
 | machine | {machine['cpu_model']}, {machine['cpu_count']} cores (2 torch threads; the machine was shared with other jobs), torch {machine['packages'].get('torch')} |
 
 Training data (pairs and sha256 prefix of each split, from `benchmarks/corpora/data/*/manifest.json`):
@@ -152,10 +152,12 @@ def main() -> None:
     parser.add_argument("--run", type=Path, default=HERE / "run")
     parser.add_argument("--dest", type=Path, default=HERE / "model")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--weights", choices=("best", "checkpoint"), default="best",
+                        help="best: highest dev BLEU; checkpoint: the last step (when dev BLEU is too low to rank by)")
     args = parser.parse_args()
-    publish(args.run, args.dest)
+    publish(args.run, args.dest, args.weights)
     scores = score(args.dest, args.threads)
-    write_card(args.run, args.dest, scores)
+    write_card(args.run, args.dest, scores, args.weights)
     print(f"wrote {args.dest}")
 
 
