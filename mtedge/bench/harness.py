@@ -349,6 +349,8 @@ def run_bench(bundle_path: Path, test_set: TestSet, options: BenchOptions, *, sy
 
     def save(final: bool = False):
         note = apply_reference(rows, outputs, score_quality)
+        # saved after every row: a note from before the reference row ran must not outlive it
+        report.pop("reference_note", None)
         if note and score_quality:
             report["reference_note"] = note
         from mtedge.bench.targets import evaluate_targets
