@@ -22,7 +22,7 @@ CORPORA = ROOT / "benchmarks" / "corpora" / "data"
 REFERENCE_MODEL = ROOT / "benchmarks" / "reference_model" / "model"
 TEST_SETS = ("webui", "bible", "sysmsg")
 
-FULL = {"max_steps": 600, "eval_every": 100, "eval_sentences": 500, "test_sentences": None, "beams": 4,
+FULL = {"max_steps": 300, "eval_every": 100, "eval_sentences": 500, "test_sentences": None, "beams": 4,
         "out": ROOT / "benchmarks" / "results" / "lora_webui", "run": ROOT / "build" / "lora_webui"}
 QUICK = {"max_steps": 120, "eval_every": 40, "eval_sentences": 200, "test_sentences": 200, "beams": 1,
          "out": ROOT / "benchmarks" / "results" / "tmp" / "demo" / "lora", "run": ROOT / "build" / "demo" / "lora"}
