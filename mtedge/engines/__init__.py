@@ -108,4 +108,5 @@ def load_engine(bundle: Bundle, engine: str, precision: str | None = None, devic
         raise UserError("the ONNX engine is not part of this mtedge build (mtedge.engines.onnx_engine is "
                         "missing); use engine 'ct2'") from None
     return module.OnnxEngine(model_dir, target, bundle.manifest.get("model_shape") or {}, device=device,
-                             threads=threads, graph_optimization=graph_optimization)
+                             threads=threads, graph_optimization=graph_optimization,
+                             generation=bundle.generation)  # already parsed: no second manifest read
