@@ -16,7 +16,7 @@ from mtedge import __version__
 from mtedge.errors import UserError
 
 # name -> module under mtedge.commands that defines a click command called `command`
-SUBCOMMANDS = ["pretrain", "train", "merge", "export", "translate", "bench", "info"]
+SUBCOMMANDS = ["pretrain", "average", "train", "merge", "export", "translate", "bench", "info"]
 
 
 class _LazyGroup(click.Group):

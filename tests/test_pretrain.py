@@ -15,10 +15,10 @@ torch = pytest.importorskip("torch")
 
 from mtedge.errors import UserError  # noqa: E402
 from mtedge.train.loop import LoopConfig, TrainingError  # noqa: E402
-from mtedge.train.pretrain import MarianSize, pretrain  # noqa: E402
+from mtedge.train.pretrain import ModelShape, pretrain  # noqa: E402
 
-SIZE = MarianSize(vocab_size=200, d_model=32, encoder_layers=1, decoder_layers=1, attention_heads=2, ffn_dim=64,
-                  max_positions=64, dropout=0.1)
+SIZE = ModelShape(vocab_size=200, d_model=32, encoder_layers=1, decoder_layers=1, attention_heads=2, ffn_dim=64,
+                 max_positions=64, dropout=0.1)
 TRAIN = templated_pairs(600, seed=0)
 DEV = dev_pairs(12)
 
@@ -173,3 +173,110 @@ def test_cli_trains_a_tiny_model(data_files, tmp_path):
 def test_missing_dev_pairs_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="no dev pairs"):
         pretrain(TRAIN, [], tmp_path / "run", SIZE, _loop(), progress=False, log=lambda m: None)
+
+
+# -- the v2 recipe's features: m2m100 (pre-LN), bf16 autocast, snapshots + averaging, held-out exclusion -----
+M2M_SIZE = ModelShape(arch="m2m100", vocab_size=200, d_model=32, encoder_layers=1, decoder_layers=1,
+                      attention_heads=2, ffn_dim=64, max_positions=64, dropout=0.1)
+
+
+@pytest.fixture(scope="module")
+def m2m100_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pretrain-m2m100") / "run"
+    result = pretrain(TRAIN, DEV, out, M2M_SIZE, _loop(max_steps=16, eval_every=4, keep_snapshots=3,
+                                                       precision="bf16"), progress=False, log=lambda m: None)
+    return out, result
+
+
+def test_m2m100_pretrain_writes_a_model_that_translates_with_its_language_tokens(m2m100_run):
+    from transformers import M2M100ForConditionalGeneration, M2M100Tokenizer
+
+    out, result = m2m100_run
+    assert result.steps == 16
+    model = M2M100ForConditionalGeneration.from_pretrained(result.best_dir)
+    tok = M2M100Tokenizer.from_pretrained(result.best_dir)
+    assert model.config.model_type == "m2m_100" and model.config.tie_word_embeddings
+    assert model.config.vocab_size >= len(tok)  # every language token has an embedding row
+    assert model.generation_config.forced_bos_token_id == tok.get_lang_id("de")
+    enc = tok(["the small dog"], return_tensors="pt")
+    assert enc["input_ids"][0, 0] == tok.get_lang_id("en")  # the source-language prefix
+    text = tok.batch_decode(model.generate(**enc, max_new_tokens=8), skip_special_tokens=True)[0]
+    assert "__de__" not in text and "__en__" not in text
+
+
+def test_snapshots_keep_the_last_n_evaluations_and_average_to_their_mean(m2m100_run, tmp_path):
+    from mtedge.train.averaging import average_snapshots, list_snapshots
+
+    out, _ = m2m100_run
+    snapshots = list_snapshots(out)
+    assert [p.name for p in snapshots] == ["step-0000008", "step-0000012", "step-0000016"]
+    averaged = average_snapshots(snapshots[-2:], tmp_path / "avg")
+    a, b, mean = _weights(snapshots[-2]), _weights(snapshots[-1]), _weights(averaged)
+    assert set(mean) == set(a)
+    changed = [name for name in a if not torch.equal(a[name], b[name])]
+    assert changed, "the two snapshots should differ after 4 training steps"
+    for name in a:
+        assert torch.allclose(mean[name], (a[name].double() + b[name].double()).div(2).to(a[name].dtype)), name
+    assert json.loads((averaged / "averaged_from.json").read_text())["count"] == 2
+    with pytest.raises(UserError, match="already exists"):
+        average_snapshots(snapshots, averaged)
+
+
+def test_average_without_snapshots_is_a_clear_error(finished_run):
+    from mtedge.train.averaging import list_snapshots
+
+    out, _ = finished_run  # trained without --keep-snapshots
+    with pytest.raises(UserError, match="--keep-snapshots"):
+        list_snapshots(out)
+
+
+def test_bf16_autocast_is_used_when_asked_and_fp32_otherwise():
+    from mtedge.train.precision import resolve_precision
+
+    cpu = torch.device("cpu")
+    assert resolve_precision("bf16", cpu) is torch.bfloat16
+    assert resolve_precision("fp32", cpu) is None
+    assert resolve_precision("auto", cpu) in (None, torch.bfloat16)
+    with pytest.raises(UserError, match="supported: fp32, bf16, auto"):
+        resolve_precision("fp8", cpu)
+
+
+def test_bf16_training_learns_like_fp32(tmp_path):
+    # the same 12 steps in both precisions: bf16 must lower the loss about as much as fp32 does
+    fp32 = _run(tmp_path / "fp32", eval_every=12)
+    bf16 = _run(tmp_path / "bf16", eval_every=12, precision="bf16")
+    loss = lambda run: [r["train_loss"] for r in run.history if r["train_loss"] is not None][-1]  # noqa: E731
+    assert abs(loss(bf16) - loss(fp32)) < 0.05 * loss(fp32)
+
+
+def test_resume_with_another_shape_is_refused_naming_the_change(finished_run, tmp_path):
+    import shutil
+
+    out, _ = finished_run
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    wider = ModelShape(**{**SIZE.__dict__, "ffn_dim": 128})
+    with pytest.raises(UserError, match=r"cannot resume .*ffn_dim 64 -> 128"):
+        pretrain(TRAIN, DEV, copy, wider, _loop(max_steps=20), progress=False, log=lambda m: None)
+    with pytest.raises(UserError, match="training/dev files"):
+        pretrain(TRAIN, DEV, copy, SIZE, _loop(max_steps=20), data_meta={"train": [{"sha256": "other"}]},
+                 progress=False, log=lambda m: None)
+
+
+def test_cli_exclude_drops_training_pairs_whose_source_is_held_out(data_files, tmp_path):
+    held = tmp_path / "held.tsv"
+    held.write_text("".join(f"{s}\t{t}\n" for s, t in TRAIN[:50]), encoding="utf-8")
+    out = tmp_path / "out"
+    proc = _cli("pretrain", "--arch", "m2m100", "--train", str(data_files / "train.tsv"),
+                "--dev", str(data_files / "dev.tsv"), "--exclude", str(held), "-o", str(out),
+                "--vocab-size", "150", "--d-model", "32", "--encoder-layers", "1", "--decoder-layers", "1",
+                "--heads", "2", "--ffn-dim", "64", "--max-steps", "2", "--eval-every", "2", "--eval-sentences", "4",
+                "--warmup-steps", "1", "--batch-tokens", "600", "--threads", "1", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    config = json.loads((out / "pretrain_config.json").read_text())
+    from mtedge.data import load_pairs
+
+    held_sources = {p.src for p in load_pairs(held)}
+    expected = sum(p.src in held_sources for p in load_pairs(data_files / "train.tsv"))  # as loaded: cleaned
+    assert expected > 0 and config["data"]["excluded"]["dropped_training_pairs"] == expected
+    assert config["size"]["arch"] == "m2m100"

@@ -8,6 +8,7 @@ message land in the same split.
 
 from __future__ import annotations
 
+import fnmatch
 import shutil
 import subprocess
 from pathlib import Path
@@ -27,7 +28,70 @@ PINNED = {
     "diffutils": "1:3.8-4", "findutils": "4.9.0-4", "libgtk2.0-common": "2.24.33-2+deb12u1",
     "krb5-locales": "1.20.1-2+deb12u5", "gsettings-desktop-schemas": "43.0-1", "shared-mime-info": "2.2-1",
     "xz-utils": "5.4.1-1+deb12u1",
+    # desktop and application catalogs (GNOME, Xfce, MATE, Cinnamon, KDE), added later; pinned likewise
+    "gnome-control-center-data": "1:43.6-2~deb12u1", "nautilus-data": "43.2-1", "evince-common": "43.1-2+deb12u1",
+    "gedit-common": "44.2-1", "gedit-plugins-common": "44.1-2", "eog": "43.2-1+deb12u1", "file-roller": "43.0-1",
+    "baobab": "43.0-1", "gnome-calculator": "1:43.0.1-2", "gnome-disk-utility": "43.0-1",
+    "gnome-system-monitor": "42.0-2", "gnome-terminal-data": "3.46.8-1", "gnome-shell-common": "43.9-0+deb12u2",
+    "mutter-common": "43.8-0+deb12u1", "gnome-settings-daemon-common": "43.0-4",
+    "gnome-session-common": "43.0-1+deb12u1", "gnome-desktop3-data": "43.2-2", "gnome-maps": "43.5-2~deb12u1",
+    "gnome-weather": "43.0-1", "gnome-clocks": "43.0-1", "gnome-calendar": "43.1-2", "gnome-contacts": "43.1-1",
+    "gnome-characters": "43.1-1+deb12u1", "gnome-font-viewer": "43.0-1", "gnome-logs": "43.0-1",
+    "gnome-tweaks": "42~beta-4", "gnome-text-editor": "43.2-1", "gnome-keyring": "42.1-1+b2",
+    "seahorse": "43.0-1", "gnome-screenshot": "41.0-2", "gnome-sudoku": "1:43.1-1", "gnome-mines": "1:40.1-1",
+    "gnome-chess": "1:43.1-1", "totem-common": "43.0-2", "rhythmbox-data": "3.4.6-2", "cheese-common": "43.0-1",
+    "simple-scan": "42.5-2", "yelp": "42.2-1+deb12u2", "zenity-common": "3.44.0-1",
+    "gvfs-common": "1.50.3-1+deb12u1", "libgtk-3-common": "3.24.38-2~deb12u3",
+    "libgtk-4-common": "4.8.3+ds-2+deb12u1", "evolution-data-server-common": "3.46.4-2+deb12u1",
+    "evolution-common": "3.46.4-2+deb12u1", "gnome-boxes": "43.2-1", "gnome-music": "42.1-1",
+    "gucharmap": "1:15.0.2-1", "dconf-editor": "43.0-1", "deja-dup": "44.0-2",
+    "network-manager-gnome": "1.30.0-2", "tracker": "3.4.2-1", "brasero-common": "3.12.3-2",
+    "shotwell-common": "0.30.17-1", "gcr": "3.41.1-1+b1", "thunar-data": "4.18.4-1", "mousepad": "0.5.10-2",
+    "ristretto": "0.12.4-1", "parole": "4.16.0-3", "xfce4-panel": "4.18.2-1", "xfce4-settings": "4.18.2-1",
+    "xfce4-session": "4.18.1-1", "xfce4-terminal": "1.0.4-1", "xfce4-appfinder": "4.18.0-1",
+    "xfce4-notifyd": "0.7.3-1", "xfce4-power-manager-data": "4.18.1-1", "xfce4-screenshooter": "1.10.3-1",
+    "xfce4-taskmanager": "1.5.5-1", "xfce4-whiskermenu-plugin": "2.7.2-1", "xfce4-pulseaudio-plugin": "0.4.5-1",
+    "xfce4-weather-plugin": "0.11.3-1~deb12u1", "xfce4-clipman": "2:1.6.2-1", "xfdesktop4-data": "4.18.1-1",
+    "xfwm4": "4.18.0-1", "libxfce4ui-common": "4.18.2-2", "thunar-volman": "4.18.0-1",
+    "thunar-archive-plugin": "0.5.0-1", "catfish": "4.16.4-2", "xfce4-dict": "0.8.4-1+b1",
+    "network-manager": "1.42.4-1+deb12u1", "pulseaudio": "16.1+dfsg1-2+b1", "gparted-common": "1.3.1-1",
+    "synaptic": "0.91.3", "transmission-gtk": "3.00-2.1+deb12u1", "filezilla-common": "3.63.0-1+deb12u3",
+    "audacity-data": "3.2.4+dfsg-1", "pidgin-data": "2.14.12-1", "hexchat-common": "2.16.1-1",
+    "geany-common": "1.38-1", "geany-plugins-common": "1.38+dfsg-2", "claws-mail-i18n": "4.1.1-2",
+    "gnumeric-common": "1.12.55-1", "inkscape": "1.2.2-2+deb12u1", "vlc-l10n": "3.0.24-0+deb12u1",
+    "gimp-data": "2.10.34-1+deb12u10", "meld": "3.22.0-2", "remmina-common": "1.4.29+dfsg-1",
+    "blueman": "2.3.5-2+b1", "system-config-printer-common": "1.5.18-1", "lightdm-gtk-greeter": "2.0.8-2+b1",
+    "xarchiver": "1:0.5.4.20-2", "galculator": "2.1.4-1.2", "easytag": "2.4.3-5+b1", "gthumb-data": "3:3.12.2-3",
+    "xsane-common": "0.999-12.1~deb12u1", "gramps": "5.1.5-1", "pluma-common": "1.26.0-1+deb12u1",
+    "caja-common": "1.26.1-1+deb12u1", "atril-common": "1.26.0-2+deb12u4", "engrampa-common": "1.26.0-1+deb12u2",
+    "mate-control-center-common": "1.26.0-2+deb12u1", "mate-terminal-common": "1.26.0-2",
+    "cinnamon-l10n": "5.6.1-2", "dolphin": "4:22.12.3-1", "konsole": "4:22.12.3-1+deb12u1",
+    "okular": "4:22.12.3-1+deb12u1", "kate5-data": "4:22.12.3-1", "kwin-data": "4:5.27.5-3",
+    "plasma-desktop-data": "4:5.27.5-2", "plasma-workspace-data": "4:5.27.5-2+deb12u2", "kdeconnect": "22.12.3-1",
+    "kinfocenter": "4:5.27.5-2", "plasma-nm": "4:5.27.5-2", "ark": "4:22.12.3-1+deb12u1",
+    "gwenview": "4:22.12.3-1", "kcalc": "4:22.12.3-1", "systemsettings": "4:5.27.5-2",
+    "powerdevil-data": "4:5.27.5-2", "kio-extras-data": "4:22.12.3-1",
 }
+# Kept out of this corpus for good: these packages' catalogs are reserved for an unseen evaluation set.
+# fnmatch patterns against the package name ("*x*": any package with x in its name).
+RESERVED = (
+    "*systemd*", "grep", "sed", "man-db", "psmisc", "*polkit*", "*policykit*", "libelf1", "libpam-runtime",
+    "*avahi*", "*packagekit*", "*appstream*", "*gdk-pixbuf*",
+)
+
+
+def reserved(package: str) -> bool:
+    """True when ``package`` matches a :data:`RESERVED` pattern and must not be in :data:`PINNED`."""
+    return any(fnmatch.fnmatchcase(package, pattern) for pattern in RESERVED)
+
+
+def check_not_reserved(packages=PINNED) -> None:
+    clash = sorted(name for name in packages if reserved(name))
+    if clash:
+        raise ValueError(f"sysmsg: reserved (evaluation-only) packages in the list: {', '.join(clash)}")
+
+
+check_not_reserved()  # at import, so an edit to PINNED that slips one in fails at once
 PACKAGES = tuple(PINNED)
 DEB_DIR = DOWNLOADS / "debs"
 CATALOG_GLOB = "usr/share/locale/de*/LC_MESSAGES/*.mo"
@@ -71,6 +135,7 @@ def fetch_debs(packages=PACKAGES, cache: Path = DEB_DIR) -> dict[str, Path]:
 
 
 def build(seed: int = 0) -> dict:
+    check_not_reserved()
     debs = fetch_debs()
     unpack_root = DOWNLOADS / "debs-unpacked"
     files: list[tuple[str, Path]] = []

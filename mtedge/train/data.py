@@ -32,3 +32,15 @@ def load_files(paths, role: str) -> tuple[list[tuple[str, str]], list[dict]]:
     else:
         merged = [pair for pairs in per_file for pair in pairs]
     return merged, records
+
+
+def drop_held_out_sources(pairs, held_out_paths) -> tuple[list[tuple[str, str]], dict]:
+    """``pairs`` without those whose source sentence occurs in any held-out file, and a record of what went:
+    a test sentence seen in training (say, a UI string shared by two catalogs) would flatter its score."""
+    held, records = set(), []
+    for path in held_out_paths:
+        held_pairs, file_records = load_files([path], "excluded")
+        held.update(src for src, _ in held_pairs)
+        records.extend(file_records)
+    kept = [pair for pair in pairs if pair[0] not in held]
+    return kept, {"files": records, "dropped_training_pairs": len(pairs) - len(kept)}

@@ -2,8 +2,12 @@
 
 What it does, whatever is being trained:
 - token-budget batches (:mod:`mtedge.train.batching`), gradient accumulation, warmup then decay;
+- bf16 autocast where the hardware runs it faster (:mod:`mtedge.train.precision`); weights, optimizer state
+  and the loss stay fp32;
 - a dev evaluation every ``eval_every`` optimizer steps: sacrebleu BLEU and chrF with signatures, one line of
-  ``train_log.jsonl`` each; the best dev BLEU is kept in ``best/``, the last state in ``checkpoint/``;
+  ``train_log.jsonl`` each; the best dev BLEU is kept in ``best/``, the last state in ``checkpoint/``, and the
+  weights of the last ``keep_snapshots`` evaluations in ``snapshots/`` for checkpoint averaging
+  (:mod:`mtedge.train.averaging`);
 - early stopping after ``patience`` evaluations without improvement;
 - resume: a run pointed at a directory holding ``checkpoint/`` carries on from it, seeing exactly the
   batches an uninterrupted run would have seen;
@@ -28,9 +32,11 @@ from typing import Callable
 
 from mtedge.errors import UserError
 from mtedge.train.batching import epoch_order, token_budget_batches
+from mtedge.train.precision import resolve_precision
 
 CHECKPOINT_DIR = "checkpoint"
 BEST_DIR = "best"
+SNAPSHOTS_DIR = "snapshots"
 LOG_NAME = "train_log.jsonl"
 STATE_NAME = "trainer_state.pt"
 
@@ -61,6 +67,8 @@ class LoopConfig:
     device: str = "auto"                 # auto | cpu | cuda
     threads: int | None = None           # torch intra-op threads on CPU
     max_wall_seconds: float | None = None  # stop (resumably) after this much training time
+    precision: str = "fp32"              # fp32 | bf16 | auto (bf16 where the hardware runs it faster)
+    keep_snapshots: int = 0              # weights of the last N evaluations, for checkpoint averaging
 
 
 @dataclass
@@ -199,6 +207,7 @@ class _Run:
         random.seed(config.seed)
         torch.manual_seed(config.seed)
         self.model.to(self.device)
+        self.autocast_dtype = resolve_precision(config.precision, self.device)
         self.params = [p for p in model.parameters() if p.requires_grad]
         if not self.params:
             raise UserError("the model has no trainable parameters")
@@ -234,6 +243,19 @@ class _Run:
                     "torch_rng": torch.get_rng_state(), "python_rng": random.getstate(),
                     "state": self._state()}, staging / STATE_NAME)
         _replace_dir(staging, self.checkpoint_dir())
+
+    def save_snapshot(self) -> None:
+        """This evaluation's weights in ``snapshots/step-NNNNNNN``; only the last ``keep_snapshots`` stay."""
+        root = self.out_dir / SNAPSHOTS_DIR
+        staging = root / f"step-{self.step:07d}.partial"
+        if staging.exists():
+            shutil.rmtree(staging)
+        staging.mkdir(parents=True)
+        self.save_model(self.model, staging)
+        _replace_dir(staging, root / f"step-{self.step:07d}")
+        snapshots = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.endswith((".partial", ".old")))
+        for old in snapshots[:-self.config.keep_snapshots]:
+            shutil.rmtree(old)
 
     def _state(self) -> dict:
         return {"step": self.step, "epoch": self.epoch, "position": self.position,
@@ -286,7 +308,9 @@ class _Run:
         total = 0.0
         for _ in range(self.config.grad_accum):
             input_ids, attention, labels = _collate(self.encoded, self.next_batch(), self.pad_id, self.device)
-            logits = self.model(input_ids=input_ids, attention_mask=attention, labels=labels).logits
+            with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
+                                enabled=self.autocast_dtype is not None):
+                logits = self.model(input_ids=input_ids, attention_mask=attention, labels=labels).logits
             loss = self.loss_fn(logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1))
             if not torch.isfinite(loss):
                 raise TrainingError(
@@ -320,6 +344,8 @@ class _Run:
             _replace_dir(staging, self.out_dir / BEST_DIR)
         else:
             self.bad_evals += 1
+        if self.config.keep_snapshots:
+            self.save_snapshot()
         self.log({"step": self.step, "epoch": self.epoch, "train_loss": None if loss is None else round(loss, 4),
                   "lr": self.scheduler.get_last_lr()[0], "dev_bleu": scores["bleu"], "dev_chrf": scores["chrf"],
                   "dev_n": scores["n"], "best": improved, "eval_seconds": round(time.perf_counter() - started, 1),
