@@ -33,8 +33,12 @@ def _interrupt_on_sigterm(signum, frame):
               help="Comma-separated: fp32, int8, fp16 (fp16 needs a CUDA GPU).")
 @click.option("--ct2-precisions", default="float32,int8", show_default=True,
               help="Comma-separated: float32, int8, int8_float32, int16; GPU types float16, int8_float16, bfloat16.")
+@click.option("--onnx-int8", default="rowwise", show_default=True, type=click.Choice(["rowwise", "dynamic"]),
+              help="ONNX int8 scheme. rowwise: one activation scale per token (a sentence's output does not "
+                   "depend on its batch neighbours; lm_head int8 too). dynamic: onnxruntime's per-tensor dynamic "
+                   "quantization (batch-dependent).")
 @click.option("--onnx-quant-preset", type=click.Choice(["avx512_vnni", "avx512", "avx2", "arm64"]),
-              help="ONNX int8 preset (default: detected from this machine's CPU).")
+              help="Preset of --onnx-int8 dynamic (default: detected from this machine's CPU).")
 @click.option("--no-torch", is_flag=True, help="Do not copy the checkpoint for the PyTorch reference engine.")
 @click.option("--validation-file", type=click.Path(dir_okay=False),
               help="TSV (source<TAB>reference) or JSONL dev set (default: a built-in English sample, no references).")
@@ -50,7 +54,7 @@ def _interrupt_on_sigterm(signum, frame):
 @click.option("--target-lang", help="Target language (M2M100/mBART: selects the forced language token).")
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for validation.")
 @click.option("--force", is_flag=True, help="Replace an existing bundle at the output path.")
-def command(model, output, engines, onnx_precisions, ct2_precisions, onnx_quant_preset, no_torch, validation_file,
+def command(model, output, engines, onnx_precisions, ct2_precisions, onnx_int8, onnx_quant_preset, no_torch, validation_file,
             validate_n, no_validate, max_bleu_drop, strict_pad, source_lang, target_lang, threads, force):
     """Export MODEL (a merged Hugging Face checkpoint dir) to a self-contained bundle."""
     from mtedge.convert import export_bundle
@@ -63,7 +67,8 @@ def command(model, output, engines, onnx_precisions, ct2_precisions, onnx_quant_
         export_bundle(model, out, engines=_csv(engines), onnx_precisions=_csv(onnx_precisions),
                       ct2_precisions=_csv(ct2_precisions), include_torch=not no_torch, force=force,
                       validate=not no_validate, validation_file=validation_file, validate_n=validate_n,
-                      max_bleu_drop=max_bleu_drop, onnx_quant_preset=onnx_quant_preset, strict_pad=strict_pad,
+                      max_bleu_drop=max_bleu_drop, onnx_quant_preset=onnx_quant_preset, onnx_int8=onnx_int8,
+                      strict_pad=strict_pad,
                       source_lang=source_lang, target_lang=target_lang, threads=threads)
     finally:
         signal.signal(signal.SIGTERM, previous)

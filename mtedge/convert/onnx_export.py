@@ -1,4 +1,11 @@
-"""ONNX export: optimum's encoder + merged decoder with KV cache, then dynamic int8 quantization."""
+"""ONNX export: optimum's encoder + merged decoder with KV cache, then int8 quantization.
+
+Two int8 schemes (``--onnx-int8``):
+- ``rowwise`` (default, :mod:`mtedge.convert.rowwise_int8`): one activation scale per row, so a sentence's
+  translation does not depend on its batch neighbours; the tied ``lm_head`` and the embeddings are int8 too.
+- ``dynamic``: onnxruntime's dynamic quantization as optimum's ``ORTQuantizer`` applies it (one activation
+  scale per tensor: batch-dependent results; the ``lm_head`` stays float). Kept for comparison.
+"""
 
 from __future__ import annotations
 
@@ -48,12 +55,38 @@ def quantization_config(preset: str):
     return factory(is_static=False, per_channel=True)
 
 
-def quantize_onnx(fp32_dir: Path, out_dir: Path, preset: str) -> dict:
-    """Dynamic int8 of every graph, ``If`` subgraphs of the merged decoder included (DESIGN §4.3)."""
-    from optimum.onnxruntime import ORTQuantizer
+INT8_SCHEMES = ("rowwise", "dynamic")
 
+
+def quantize_onnx(fp32_dir: Path, out_dir: Path, scheme: str, preset: str) -> dict:
+    """int8 of every graph of ``fp32_dir`` into ``out_dir`` (same file names) by ``scheme``."""
+    if scheme not in INT8_SCHEMES:
+        raise UserError(f"unknown ONNX int8 scheme {scheme!r}; choose from {', '.join(INT8_SCHEMES)}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    options = _quantize_rowwise(fp32_dir, out_dir) if scheme == "rowwise" else _quantize_dynamic(fp32_dir, out_dir,
+                                                                                                 preset)
+    for name in ONNX_FILES:
+        leftovers = float_matmuls_left(out_dir / name)
+        if leftovers:
+            raise RuntimeError(f"int8 quantization left {len(leftovers)} float MatMul(s) with constant weights "
+                               f"in {name} (e.g. in graph {leftovers[0]}); subgraphs were not quantized")
+    return options
+
+
+def _quantize_rowwise(fp32_dir: Path, out_dir: Path) -> dict:
+    from mtedge.convert.rowwise_int8 import quantize_rowwise
+
+    rewritten = {name: quantize_rowwise(Path(fp32_dir) / name, out_dir / name) for name in ONNX_FILES}
+    return {"quantization": "rowwise", "activations": "int8, one scale per row (token), computed at run time",
+            "weights": "int8, one scale per output column", "embeddings": "int8, one scale per row",
+            "batch_invariant": True, "subgraphs": True, "rewritten": rewritten}
+
+
+def _quantize_dynamic(fp32_dir: Path, out_dir: Path, preset: str) -> dict:
+    """onnxruntime's dynamic int8 of every graph, ``If`` subgraphs of the merged decoder included (DESIGN §4.3)."""
+    from optimum.onnxruntime import ORTQuantizer
+
     config = quantization_config(preset)
     with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=".quant-") as scratch:
         for name in ONNX_FILES:
@@ -63,18 +96,15 @@ def quantize_onnx(fp32_dir: Path, out_dir: Path, preset: str) -> dict:
                 quantizer.quantize(quantization_config=config, save_dir=scratch)
             quantized = Path(scratch) / name.replace(".onnx", "_quantized.onnx")
             shutil.move(str(quantized), out_dir / name)  # same names in every precision dir
-    for name in ONNX_FILES:
-        leftovers = float_matmuls_left(out_dir / name)
-        if leftovers:
-            raise RuntimeError(f"int8 quantization left {len(leftovers)} float MatMul(s) with constant weights "
-                               f"in {name} (e.g. in graph {leftovers[0]}); subgraphs were not quantized")
-    return {"quantization": "dynamic", "preset": preset, "per_channel": True,
+    return {"quantization": "dynamic", "preset": preset, "per_channel": True, "batch_invariant": False,
             "weights_dtype": str(config.weights_dtype.name), "activations_dtype": str(config.activations_dtype.name),
             "subgraphs": True}
 
 
-def float_matmuls_left(path: Path) -> list[str]:
-    """Names of (sub)graphs that still hold a float MatMul against a constant weight."""
+def float_matmuls_left(path: Path, through_transpose: bool = False) -> list[str]:
+    """Names of (sub)graphs that still hold a float MatMul against a constant weight; with
+    ``through_transpose``, also one against ``Transpose(constant)`` (how a tied ``lm_head`` reads the shared
+    embedding, which onnxruntime's dynamic quantization leaves float)."""
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)
@@ -82,8 +112,12 @@ def float_matmuls_left(path: Path) -> list[str]:
 
     def walk(graph, constants: set[str]) -> None:
         constants = constants | {init.name for init in graph.initializer}
+        weights = set(constants)
+        if through_transpose:
+            weights |= {node.output[0] for node in graph.node
+                        if node.op_type == "Transpose" and node.input[0] in constants}
         for node in graph.node:
-            if node.op_type == "MatMul" and any(i in constants for i in node.input):
+            if node.op_type == "MatMul" and any(i in weights for i in node.input):
                 found.append(graph.name)
             for attribute in node.attribute:
                 if attribute.type == onnx.AttributeProto.GRAPH:

@@ -110,6 +110,7 @@ def export_bundle(model_dir: str | Path, out_dir: str | Path, *, engines=ENGINES
                   include_torch: bool = True, force: bool = False, validate: bool = True,
                   validation_file: str | Path | None = None, validation_pairs=None, validate_n: int = 200,
                   max_bleu_drop: float | None = None, onnx_quant_preset: str | None = None,
+                  onnx_int8: str = "rowwise",
                   strict_pad: bool = False, source_lang: str | None = None, target_lang: str | None = None,
                   threads: int | None = None, name: str | None = None, log=_stderr) -> Path:
     """Export ``model_dir`` into the bundle ``out_dir``; returns ``out_dir``.
@@ -132,6 +133,8 @@ def export_bundle(model_dir: str | Path, out_dir: str | Path, *, engines=ENGINES
     preset = onnx_quant_preset or host.host_quant_preset()
     if preset not in host.QUANT_PRESETS:
         raise UserError(f"unknown ONNX quantization preset {preset!r}; choose from {', '.join(host.QUANT_PRESETS)}")
+    if onnx_int8 not in onnx_export.INT8_SCHEMES:
+        raise UserError(f"unknown ONNX int8 scheme {onnx_int8!r}; choose from {', '.join(onnx_export.INT8_SCHEMES)}")
     vset = None
     if validate:
         vset = validation.pairs_set(list(validation_pairs)[:validate_n], "given pairs") if validation_pairs \
@@ -142,7 +145,7 @@ def export_bundle(model_dir: str | Path, out_dir: str | Path, *, engines=ENGINES
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
     try:
         manifest = _build(source, staging, name or target.name, onnx_precisions, ct2_precisions, include_torch,
-                          preset, strict_pad, source_lang, target_lang, log)
+                          preset, onnx_int8, strict_pad, source_lang, target_lang, log)
         if validate:
             _validate(source, staging, manifest, vset, threads, cuda, log)
             validation.check_gate({(e, p): rec["validation"] for e, precs in manifest["engines"].items()
@@ -156,7 +159,7 @@ def export_bundle(model_dir: str | Path, out_dir: str | Path, *, engines=ENGINES
 
 
 def _build(source, staging: Path, name: str, onnx_precisions, ct2_precisions, include_torch: bool,
-           preset: str, strict_pad: bool, source_lang, target_lang, log) -> dict:
+           preset: str, int8_scheme: str, strict_pad: bool, source_lang, target_lang, log) -> dict:
     log("[export] tokenizer")
     tok_spec = tokenizer_files.write_tokenizer(source, staging / "tokenizer", source_lang, target_lang)
     engines: dict[str, dict] = {}
@@ -174,8 +177,10 @@ def _build(source, staging: Path, name: str, onnx_precisions, ct2_precisions, in
             if "fp32" in onnx_precisions:
                 engines["onnx"]["fp32"] = _engine_record(staging, "onnx/fp32", options)
         if "int8" in onnx_precisions:
-            log(f"[export] onnx int8 (dynamic, per-channel, preset {preset}, If-subgraphs included)")
-            options = onnx_export.quantize_onnx(fp32_dir, onnx_root / "int8", preset)
+            log("[export] onnx int8 (row-wise: per-token activation scales, batch-invariant; If-subgraphs included)"
+                if int8_scheme == "rowwise" else
+                f"[export] onnx int8 (onnxruntime dynamic, per-channel, preset {preset}, If-subgraphs included)")
+            options = onnx_export.quantize_onnx(fp32_dir, onnx_root / "int8", int8_scheme, preset)
             engines["onnx"]["int8"] = _engine_record(staging, "onnx/int8", options)
         if "fp32" not in onnx_precisions and fp32_dir.exists():
             shutil.rmtree(fp32_dir)

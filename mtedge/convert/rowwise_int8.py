@@ -1,0 +1,228 @@
+"""Row-wise int8 for ONNX graphs: every weight MatMul runs int8 × int8 with one activation scale per row.
+
+Why not onnxruntime's dynamic quantization: ``DynamicQuantizeLinear`` takes ONE scale for the whole
+activation tensor, so the padded rows and the other sentences of a batch move the scale, and a sentence's
+translation changed with its batch neighbours (5/20 webui lines differed greedy, 10/20 at beam 4). Here each
+row — one token of one sentence — is quantized by its own absolute maximum, which nothing else in the batch
+can touch: the output of a sentence is the same alone and in any batch (per-token scales are also finer).
+
+What a MatMul against a constant weight ``W [K, N]`` (or ``Transpose(W)``: the tied ``lm_head`` reads the
+shared embedding that way, and the ORT quantizer left it float) becomes::
+
+    s_a   = max(|A|, over K) / 127                          # [..., 1], per row, never 0
+    A_q   = Cast<uint8>(Clip(Round(A / s_a), -127, 127) + 128)     # zero point 128: u8 x s8 kernels
+    Y     = Cast<float>(MatMulInteger(A_q, W_q, 128)) * (s_a * s_w)   # W_q int8, s_w [N] per column
+
+Embedding tables read by ``Gather`` are stored int8 with one scale per row (weight-only; the gathered rows
+are dequantized), which is what shrinks the files. ``If`` subgraphs (the merged decoder's two branches) are
+rewritten too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+QMAX = 127.0
+EPS = 1e-12  # scale floor: an all-zero row (a padding position) quantizes to zeros, not NaN
+
+
+def quantize_weight_columns(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 per output column of ``weight [K, N]``: (int8 [K, N], fp32 scales [N])."""
+    scale = np.maximum(np.abs(weight).max(axis=0), EPS) / QMAX
+    return np.clip(np.round(weight / scale), -QMAX, QMAX).astype(np.int8), scale.astype(np.float32)
+
+
+def quantize_weight_rows(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 per row of an embedding table ``[V, d]``: (int8 [V, d], fp32 scales [V, 1])."""
+    scale = np.maximum(np.abs(weight).max(axis=1, keepdims=True), EPS) / QMAX
+    return np.clip(np.round(weight / scale), -QMAX, QMAX).astype(np.int8), scale.astype(np.float32)
+
+
+class _Rewriter:
+    """Rewrites one model's graphs in place; constants shared by several nodes are quantized once."""
+
+    def __init__(self, model):
+        import onnx
+
+        self.onnx = onnx
+        self.model = model
+        self.done: dict[tuple[str, str], list[str]] = {}
+        self.counter = 0
+        self.counts = {"matmul": 0, "transposed_matmul": 0, "gather": 0}
+        self.opset = next((op.version for op in model.opset_import if op.domain in ("", "ai.onnx")), 0)
+        if self.opset < 13:
+            raise RuntimeError(f"row-wise int8 needs ONNX opset >= 13 (Clip/Round as used here); the model has "
+                               f"{self.opset}")
+
+    def fresh(self, stem: str) -> str:
+        self.counter += 1
+        return f"rowwise_int8/{stem}/{self.counter}"
+
+    def run(self) -> dict:
+        self._graph(self.model.graph, {}, self.model.graph)
+        return self.counts
+
+    # -- graphs ------------------------------------------------------------------------------------
+    def _graph(self, graph, outer_constants: dict, top) -> None:
+        """``outer_constants``: name -> (TensorProto, the graph that owns it), visible from subgraphs."""
+        onnx = self.onnx
+        constants = dict(outer_constants)
+        constants.update({init.name: (init, graph) for init in graph.initializer})
+        transposed = {}  # Transpose output -> the constant it transposes (perm [1, 0])
+        for node in graph.node:
+            if (node.op_type == "Transpose" and node.input[0] in constants
+                    and list(_attr(node, "perm", [1, 0])) == [1, 0]
+                    and len(constants[node.input[0]][0].dims) == 2):
+                transposed[node.output[0]] = node.input[0]
+        new_nodes = []
+        for node in graph.node:
+            for attribute in node.attribute:
+                if attribute.type == onnx.AttributeProto.GRAPH:
+                    self._graph(attribute.g, constants, top)
+            if node.op_type == "MatMul" and node.input[1] in constants \
+                    and len(constants[node.input[1]][0].dims) == 2:
+                new_nodes.extend(self._matmul(node, constants[node.input[1]], transpose=False))
+                self.counts["matmul"] += 1
+            elif node.op_type == "MatMul" and node.input[1] in transposed:
+                source = transposed[node.input[1]]
+                new_nodes.extend(self._matmul(node, constants[source], transpose=True))
+                self.counts["transposed_matmul"] += 1
+            elif node.op_type == "Gather" and node.input[0] in constants and _attr(node, "axis", 0) == 0 \
+                    and len(constants[node.input[0]][0].dims) == 2 \
+                    and constants[node.input[0]][0].data_type == onnx.TensorProto.FLOAT:
+                new_nodes.extend(self._gather(node, constants[node.input[0]]))
+                self.counts["gather"] += 1
+            else:
+                new_nodes.append(node)
+        del graph.node[:]
+        graph.node.extend(new_nodes)
+        # Transposes that fed only rewritten MatMuls are dead now; drop them (their float copy costs memory)
+        used = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
+        used |= _names_used_by_subgraphs(graph, onnx)
+        keep = [n for n in graph.node if not (n.op_type == "Transpose" and n.output[0] in transposed
+                                                and n.output[0] not in used)]
+        del graph.node[:]
+        graph.node.extend(keep)
+
+    def _constant(self, key: tuple[str, str], make, owner) -> list[str]:
+        """Add the initializers ``make()`` returns to ``owner`` once; returns their names."""
+        if key not in self.done:
+            names = []
+            for stem, array in make():
+                name = self.fresh(stem)
+                owner.initializer.append(self.onnx.numpy_helper.from_array(array, name))
+                names.append(name)
+            self.done[key] = names
+        return self.done[key]
+
+    # -- ops ---------------------------------------------------------------------------------------
+    def _matmul(self, node, constant, transpose: bool) -> list:
+        from onnx import helper, numpy_helper
+
+        tensor, owner = constant
+        weight = numpy_helper.to_array(tensor).astype(np.float32)
+        if transpose:
+            weight = weight.T
+        w_q, w_scale = self._constant((tensor.name, "T" if transpose else "N"),
+                                      lambda: list(zip(("weight", "weight_scale"), quantize_weight_columns(weight))),
+                                      owner)
+        qmax, eps = self._constant(("qmax", ""), lambda: [("qmax", np.array(QMAX, np.float32)),
+                                                           ("eps", np.array(EPS, np.float32))], self.model.graph)
+        lo, hi = self._constant(("clip", ""), lambda: [("lo", np.array(-QMAX, np.float32)),
+                                                        ("hi", np.array(QMAX, np.float32))], self.model.graph)
+        shift, zero_point = self._constant(("shift", ""), lambda: [("shift", np.array(128.0, np.float32)),
+                                                                    ("zero_point", np.array(128, np.uint8))],
+                                           self.model.graph)
+        shifted = self.fresh(f"{node.name or 'matmul'}/shifted")
+        a, y = node.input[0], node.output[0]
+        t = lambda stem: self.fresh(f"{node.name or 'matmul'}/{stem}")  # noqa: E731
+        absolute, row_max, floored, scale, scaled, rounded, clipped, a_q, y_int, y_float, both = (
+            t(n) for n in ("abs", "rowmax", "floor", "scale", "scaled", "round", "clip", "a_q", "y_int", "y_f",
+                           "scales"))
+        return [
+            helper.make_node("Abs", [a], [absolute]),
+            self._reduce_max_last_axis(absolute, row_max),
+            helper.make_node("Max", [row_max, eps], [floored]),
+            helper.make_node("Div", [floored, qmax], [scale]),
+            helper.make_node("Div", [a, scale], [scaled]),
+            helper.make_node("Round", [scaled], [rounded]),
+            helper.make_node("Clip", [rounded, lo, hi], [clipped]),
+            # shifted to uint8 with zero point 128: MLAS's fast x86 kernels are u8 x s8 (VNNI, AMX)
+            helper.make_node("Add", [clipped, shift], [shifted]),
+            helper.make_node("Cast", [shifted], [a_q], to=self.onnx.TensorProto.UINT8),
+            helper.make_node("MatMulInteger", [a_q, w_q, zero_point], [y_int]),
+            helper.make_node("Cast", [y_int], [y_float], to=self.onnx.TensorProto.FLOAT),
+            helper.make_node("Mul", [scale, w_scale], [both]),
+            helper.make_node("Mul", [y_float, both], [y], name=node.name),
+        ]
+
+    def _reduce_max_last_axis(self, x: str, out: str):
+        from onnx import helper
+
+        if self.opset >= 18:  # axes became an input in opset 18
+            (axes,) = self._constant(("axes", ""), lambda: [("axes", np.array([-1], np.int64))], self.model.graph)
+            return helper.make_node("ReduceMax", [x, axes], [out], keepdims=1)
+        return helper.make_node("ReduceMax", [x], [out], axes=[-1], keepdims=1)
+
+    def _gather(self, node, constant) -> list:
+        from onnx import helper, numpy_helper
+
+        tensor, owner = constant
+        table = numpy_helper.to_array(tensor).astype(np.float32)
+        table_q, table_scale = self._constant((tensor.name, "rows"),
+                                              lambda: list(zip(("table", "table_scale"), quantize_weight_rows(table))),
+                                              owner)
+        t = lambda stem: self.fresh(f"{node.name or 'gather'}/{stem}")  # noqa: E731
+        rows_q, rows_f, row_scales = t("rows_q"), t("rows_f"), t("row_scales")
+        return [
+            helper.make_node("Gather", [table_q, node.input[1]], [rows_q], axis=0),
+            helper.make_node("Cast", [rows_q], [rows_f], to=self.onnx.TensorProto.FLOAT),
+            helper.make_node("Gather", [table_scale, node.input[1]], [row_scales], axis=0),
+            helper.make_node("Mul", [rows_f, row_scales], [node.output[0]], name=node.name),
+        ]
+
+
+def _attr(node, name, default):
+    from onnx import helper
+
+    for attribute in node.attribute:
+        if attribute.name == name:
+            return helper.get_attribute_value(attribute)
+    return default
+
+
+def _names_used_by_subgraphs(graph, onnx) -> set[str]:
+    used = set()
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.type == onnx.AttributeProto.GRAPH:
+                used |= {name for sub in attribute.g.node for name in sub.input}
+                used |= _names_used_by_subgraphs(attribute.g, onnx)
+    return used
+
+
+def _drop_unused_initializers(graph, onnx, used: set[str] | None = None) -> None:
+    """Float weights that every reader now takes in int8 are removed (they are most of the file)."""
+    used = set(used or ())
+    used |= {name for node in graph.node for name in node.input} | _names_used_by_subgraphs(graph, onnx)
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.type == onnx.AttributeProto.GRAPH:
+                _drop_unused_initializers(attribute.g, onnx, used)
+    keep = [init for init in graph.initializer if init.name in used or init.name in {o.name for o in graph.output}]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+
+
+def quantize_rowwise(src: Path, dst: Path) -> dict:
+    """Write the row-wise int8 version of the ONNX model ``src`` to ``dst``; returns what was rewritten."""
+    import onnx
+
+    model = onnx.load(str(src))
+    counts = _Rewriter(model).run()
+    _drop_unused_initializers(model.graph, onnx)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(dst))
+    return counts
