@@ -16,7 +16,7 @@ from mtedge import __version__
 from mtedge.errors import UserError
 
 # name -> module under mtedge.commands that defines a click command called `command`
-SUBCOMMANDS = ["pretrain", "average", "train", "merge", "export", "translate", "bench", "info"]
+SUBCOMMANDS = ["pretrain", "average", "train", "merge", "export", "translate", "bench", "info", "serve"]
 
 
 class _LazyGroup(click.Group):
@@ -51,7 +51,7 @@ def cli():
 # Heavy libraries and the extra that installs them: a runtime-only install lacks them by design.
 EXTRA_FOR_MODULE = {"torch": "train", "transformers": "train", "peft": "train", "safetensors": "train",
                     "sacrebleu": "train", "polib": "data", "optimum": "export", "onnx": "export",
-                    "matplotlib": "bench"}
+                    "matplotlib": "bench", "starlette": "serve", "uvicorn": "serve"}
 
 
 def main(argv=None):
