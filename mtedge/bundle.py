@@ -64,6 +64,115 @@ def check_files(directory: Path, files: dict[str, dict], deep: bool = False) -> 
     return problems
 
 
+def corrupt_file(path: Path, bundle: Path, detail: str = "") -> BundleError:
+    """The one-line error for a bundle file that is present (right size) but cannot be parsed."""
+    detail = " ".join(str(detail).split())
+    detail = detail if len(detail) <= 100 else detail[:97] + "..."
+    why = f" ({detail})" if detail else ""
+    return BundleError(f"{path} is corrupt{why}; run `mtedge info --deep {bundle}` to check the bundle's files")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_id_list(value) -> bool:
+    return isinstance(value, list) and all(_is_int(i) for i in value)
+
+
+# generation fields the runtime reads: (check, what it must be); None is always allowed (HF: unset)
+_GENERATION_FIELDS = {
+    "num_beams": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
+    "max_new_tokens": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
+    "max_length": (lambda v: _is_int(v) and v >= 1, "a positive integer"),
+    "length_penalty": (_is_number, "a number"),
+    "early_stopping": (lambda v: v in (True, False, "never"), "true, false or \"never\""),
+    "repetition_penalty": (_is_number, "a number"),
+    "no_repeat_ngram_size": (lambda v: _is_int(v) and v >= 0, "a non-negative integer"),
+    "forced_eos_token_id": (lambda v: _is_int(v) or _is_id_list(v), "a token id or a list of them"),
+    "renormalize_logits": (lambda v: isinstance(v, bool), "true or false"),
+    "bad_words_ids": (lambda v: isinstance(v, list) and all(_is_id_list(w) for w in v), "a list of id lists"),
+}
+
+
+def _shown(value) -> str:
+    text = json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _check_files_record(files, where: str) -> str | None:
+    if not isinstance(files, dict):
+        return f"{where}.files must be an object of file name -> {{size, sha256}}, got {_shown(files)}"
+    for name, record in files.items():
+        if not isinstance(record, dict):
+            return f"{where}.files[{name!r}] must be an object, got {_shown(record)}"
+        if not _is_int(record.get("size")) or record["size"] < 0:
+            return f"{where}.files[{name!r}].size must be a byte count, got {_shown(record.get('size'))}"
+        if record.get("sha256") is not None and not isinstance(record["sha256"], str):
+            return f"{where}.files[{name!r}].sha256 must be a string, got {_shown(record['sha256'])}"
+    return None
+
+
+def manifest_problem(manifest: dict) -> str | None:
+    """The first field of ``manifest`` whose type the runtime cannot use, described; ``None`` when fine."""
+    for key in ("family", "name", "source_lang", "target_lang"):
+        value = manifest.get(key)
+        if value is not None and not isinstance(value, str):
+            return f"{key} must be a string, got {_shown(value)}"
+    if not isinstance(manifest.get("family"), str):
+        return f"family must be a string, got {_shown(manifest.get('family'))}"
+    tokenizer = manifest["tokenizer"]
+    if not isinstance(tokenizer, dict):
+        return f"tokenizer must be an object with dir and files, got {_shown(tokenizer)}"
+    if not isinstance(tokenizer.get("dir", "tokenizer"), str):
+        return f"tokenizer.dir must be a string, got {_shown(tokenizer['dir'])}"
+    if (problem := _check_files_record(tokenizer.get("files", {}), "tokenizer")) is not None:
+        return problem
+    engines = manifest["engines"]
+    if not isinstance(engines, dict):
+        return f"engines must be an object of engine -> precision -> record, got {_shown(engines)}"
+    for engine, precisions in engines.items():
+        if not isinstance(precisions, dict):
+            return f"engines.{engine} must be an object of precision -> record, got {_shown(precisions)}"
+        for precision, record in precisions.items():
+            where = f"engines.{engine}.{precision}"
+            if not isinstance(record, dict):
+                return f"{where} must be an object with dir and files, got {_shown(record)}"
+            if not isinstance(record.get("dir"), str):
+                return f"{where}.dir must be a string, got {_shown(record.get('dir'))}"
+            if (problem := _check_files_record(record.get("files", {}), where)) is not None:
+                return problem
+            if record.get("validation") is not None and not isinstance(record["validation"], dict):
+                return f"{where}.validation must be an object, got {_shown(record['validation'])}"
+    generation = manifest.get("generation")
+    if generation is not None and not isinstance(generation, dict):
+        return f"generation must be an object, got {_shown(generation)}"
+    for key, (check, what) in _GENERATION_FIELDS.items():
+        value = (generation or {}).get(key)
+        if value is not None and not check(value):
+            return f"generation.{key} must be {what}, got {_shown(value)}"
+    for key in ("model_shape", "export", "source_model", "validation_reference"):
+        value = manifest.get(key)
+        if value is not None and not isinstance(value, dict):
+            return f"{key} must be an object, got {_shown(value)}"
+    shape = manifest.get("model_shape") or {}
+    for key, value in shape.items():
+        if value is not None and not (_is_int(value) and value >= 0):
+            return f"model_shape.{key} must be a non-negative integer, got {_shown(value)}"
+    return None
+
+
+def check_manifest(manifest: dict, manifest_path: Path) -> None:
+    """Raise a one-line :class:`BundleError` naming the first field of the wrong type."""
+    problem = manifest_problem(manifest)
+    if problem is not None:
+        raise BundleError(f"{manifest_path} is damaged: {problem} (re-export the bundle)")
+
+
 def format_engines(engines: dict[str, list[str]]) -> str:
     return "; ".join(f"{engine}: {', '.join(precs)}" for engine, precs in engines.items()) or "nothing"
 
@@ -101,6 +210,7 @@ class Bundle:
         for key in ("family", "engines", "tokenizer"):
             if key not in manifest:
                 raise BundleError(f"{manifest_path} lacks the required field {key!r}")
+        check_manifest(manifest, manifest_path)
         return cls(path, manifest)
 
     # -- what it holds -------------------------------------------------------------------------

@@ -24,6 +24,7 @@ import re
 from pathlib import Path
 
 from mtedge.engines.base import TargetSpec
+from mtedge.bundle import corrupt_file
 from mtedge.errors import BundleError
 
 TOKENIZER_JSON = "mtedge_tokenizer.json"
@@ -31,6 +32,12 @@ SPIECE_UNDERLINE = "\u2581"
 KINDS = ("marian", "t5", "m2m100", "mbart")
 # Special tokens that eat the whitespace on their left when found in text (HF AddedToken lstrip).
 _LSTRIP_TOKENS = {"mbart": {"<mask>"}}
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def corrupt(path: Path, detail: str = "") -> BundleError:
+    """A tokenizer file (``<bundle>/tokenizer/<file>``) that cannot be parsed."""
+    return corrupt_file(path, Path(path).parent.parent, detail)
 
 
 def _load_spm(path: Path, add_dummy_prefix: bool = True):
@@ -38,18 +45,69 @@ def _load_spm(path: Path, add_dummy_prefix: bool = True):
 
     if not path.is_file():
         raise BundleError(f"tokenizer file missing: {path}")
-    if add_dummy_prefix:
-        return spm.SentencePieceProcessor(model_file=str(path))
-    # T5 legacy=False loads the model with normalizer_spec.add_dummy_prefix switched off.
-    # protobuf comes with onnxruntime; sentencepiece ships the generated module.
-    from sentencepiece import sentencepiece_model_pb2 as model_pb2
+    try:
+        if add_dummy_prefix:
+            return spm.SentencePieceProcessor(model_file=str(path))
+        # T5 legacy=False loads the model with normalizer_spec.add_dummy_prefix switched off.
+        # protobuf comes with onnxruntime; sentencepiece ships the generated module.
+        from sentencepiece import sentencepiece_model_pb2 as model_pb2
 
-    model = model_pb2.ModelProto()
-    model.ParseFromString(path.read_bytes())
-    model.normalizer_spec.add_dummy_prefix = False
-    processor = spm.SentencePieceProcessor()
-    processor.LoadFromSerializedProto(model.SerializeToString())
-    return processor
+        model = model_pb2.ModelProto()
+        model.ParseFromString(path.read_bytes())
+        model.normalizer_spec.add_dummy_prefix = False
+        processor = spm.SentencePieceProcessor()
+        processor.LoadFromSerializedProto(model.SerializeToString())
+        return processor
+    except ImportError:
+        raise
+    except Exception as exc:  # sentencepiece: RuntimeError/OSError; protobuf: DecodeError
+        raise corrupt(path, "not a sentencepiece model") from exc
+
+
+# mtedge_tokenizer.json fields: name -> (required, check, what it must be)
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_str_list(value) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+_SPEC_FIELDS = {
+    "unk_id": (True, _is_int, "a token id"),
+    "eos_id": (True, _is_int, "a token id"),
+    "pad_id": (True, _is_int, "a token id"),
+    "decoder_start_id": (True, _is_int, "a token id"),
+    "source_spm": (True, lambda v: isinstance(v, str) and v != "", "a file name"),
+    "target_spm": (True, lambda v: isinstance(v, str) and v != "", "a file name"),
+    "vocab": (False, lambda v: isinstance(v, str) and v != "", "a file name"),
+    "vocab_size": (False, lambda v: _is_int(v) and v > 0, "a positive integer"),
+    "model_max_length": (False, lambda v: _is_int(v) and v > 1, "an integer above 1"),
+    "source_prefix": (False, _is_str_list, "a list of token strings"),
+    "source_suffix": (False, _is_str_list, "a list of token strings"),
+    "target_prefix": (False, _is_str_list, "a list of token strings"),
+    "special_ids": (False, lambda v: isinstance(v, list) and all(_is_int(i) for i in v), "a list of token ids"),
+    "bad_words_ids": (False, lambda v: isinstance(v, list) and all(
+        isinstance(w, list) and all(_is_int(i) for i in w) for w in v), "a list of token-id lists"),
+    "legacy": (False, lambda v: isinstance(v, bool), "true or false"),
+    "add_prefix_space": (False, lambda v: isinstance(v, bool), "true or false"),
+    "clean_up_tokenization_spaces": (False, lambda v: isinstance(v, bool), "true or false"),
+}
+
+
+def _check_spec(spec, spec_path: Path) -> None:
+    if not isinstance(spec, dict):
+        raise BundleError(f"{spec_path} is damaged: expected a JSON object, found a {type(spec).__name__} "
+                          f"(re-export the bundle)")
+    for key, (required, check, what) in _SPEC_FIELDS.items():
+        if key not in spec or spec[key] is None:
+            if required:
+                raise BundleError(f"{spec_path} is damaged: it lacks {key!r} (re-export the bundle)")
+            continue
+        if not check(spec[key]):
+            shown = repr(spec[key])
+            shown = shown if len(shown) <= 60 else shown[:57] + "..."
+            raise BundleError(f"{spec_path} is damaged: {key} must be {what}, got {shown} (re-export the bundle)")
 
 
 class BundleTokenizer:
@@ -64,6 +122,7 @@ class BundleTokenizer:
             raise BundleError(f"tokenizer description missing: {spec_path}") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise BundleError(f"{spec_path} is not valid JSON: {exc}") from None
+        _check_spec(spec, spec_path)
         self.spec = spec
         self.kind = spec.get("kind")
         if self.kind not in KINDS:
@@ -84,7 +143,15 @@ class BundleTokenizer:
             vocab: dict[str, int] = json.loads(vocab_path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise BundleError(f"tokenizer file missing: {vocab_path}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise corrupt(vocab_path, "not valid JSON") from exc
+        if not isinstance(vocab, dict) or not vocab or not all(_is_int(i) and i >= 0 for i in vocab.values()):
+            raise corrupt(vocab_path, "not an object of piece -> id")
         size = int(spec.get("vocab_size") or (max(vocab.values()) + 1))
+        for key in ("unk_id", "eos_id", "pad_id", "decoder_start_id"):
+            if not 0 <= spec[key] < size:
+                raise BundleError(f"{spec_path} is damaged: {key} {spec[key]} is outside the vocabulary "
+                                  f"(0..{size - 1}) (re-export the bundle)")
         self.vocab = vocab
         self.pieces: list[str] = [f"<unused_{i}>" for i in range(size)]
         for piece, index in vocab.items():
@@ -96,10 +163,10 @@ class BundleTokenizer:
         self.target_spm = self.source_spm if spec["target_spm"] == spec["source_spm"] \
             else _load_spm(directory / spec["target_spm"], add_dummy_prefix=not t5_new)
 
-        self.source_prefix_ids = [self._piece_id(p) for p in spec.get("source_prefix", [])]
-        self.source_suffix_ids = [self._piece_id(p) for p in spec.get("source_suffix", [])]
-        self.target_prefix_ids = [self._piece_id(p) for p in spec.get("target_prefix", [])]
-        self.special_ids = {int(i) for i in spec.get("special_ids", [])}
+        self.source_prefix_ids = [self._piece_id(p) for p in spec.get("source_prefix") or []]
+        self.source_suffix_ids = [self._piece_id(p) for p in spec.get("source_suffix") or []]
+        self.target_prefix_ids = [self._piece_id(p) for p in spec.get("target_prefix") or []]
+        self.special_ids = {int(i) for i in spec.get("special_ids") or []}
         # The tokens HF treats as added tokens: never split, matched literally in the input text.
         self.special_tokens = {self.pieces[i] for i in self.special_ids
                                if 0 <= i < size and not self.pieces[i].startswith("<unused_")}
@@ -138,7 +205,10 @@ class BundleTokenizer:
         return self.source_spm.encode(chunk, out_type=str)
 
     def tokenize(self, text: str) -> list[str]:
-        """Source pieces of ``text`` (no prefix/suffix, not truncated): HF ``tok.tokenize(text)``."""
+        """Source pieces of ``text`` (no prefix/suffix, not truncated): HF ``tok.tokenize(text)``.
+        A lone surrogate (not encodable as UTF-8, which sentencepiece needs) is read as U+FFFD."""
+        if _SURROGATE.search(text):
+            text = _SURROGATE.sub("\ufffd", text)
         t5_new = self.kind == "t5" and not self.legacy
         if t5_new and text:
             text = text.replace(SPIECE_UNDERLINE, " ")

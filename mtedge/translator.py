@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import threading
 import warnings
 from collections.abc import Iterable, Iterator
@@ -44,10 +45,36 @@ from mtedge.tokenizer import BundleTokenizer
 
 DEFAULT_BATCH_TOKENS = 4096   # padded source tokens per engine call
 DEFAULT_CHUNK_SIZE = 1024     # inputs tokenized, batched and translated together
+# |length_penalty| beyond this only overflows (length ** penalty) without changing any ranking that matters.
+MAX_LENGTH_PENALTY = 10.0
 
 
 class InputTruncatedWarning(UserWarning):
     """An input sentence was longer than the model accepts and was cut."""
+
+
+class ThreadsCappedWarning(UserWarning):
+    """More threads (or workers) were asked for than this process may run on; the count was lowered."""
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one, else ``os.cpu_count()``)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def cap_to_cpus(name: str, value: int | None, stacklevel: int = 2) -> int | None:
+    """``value`` lowered to :func:`available_cpus` with a :class:`ThreadsCappedWarning` (``None`` stays)."""
+    if value is None:
+        return None
+    cpus = available_cpus()
+    if value > cpus:
+        warnings.warn(f"{name} {value} is more than the {cpus} CPU(s) available; using {cpus}",
+                      ThreadsCappedWarning, stacklevel=stacklevel + 1)
+        return cpus
+    return value
 
 
 @dataclass
@@ -89,6 +116,8 @@ class Translator:
         _check_positive("workers", workers)
         _check_positive("batch_tokens", batch_tokens)
         _check_positive("chunk_size", chunk_size)
+        threads = cap_to_cpus("threads", threads)
+        workers = cap_to_cpus("workers", workers)
         self.engine_name = engine
         self.precision = resolve_precision(engine, precision)
         self.bundle.engine_record(engine, self.precision)  # lists what the bundle has when it lacks this
@@ -100,12 +129,15 @@ class Translator:
                                   tokenizer=self.tokenizer, workers=workers,
                                   graph_optimization=graph_optimization)
         self._lock = None if getattr(self.engine, "thread_safe", False) else threading.Lock()
-        generation = self.bundle.generation
+        generation = self.bundle.generation  # types checked by Bundle.open
         self.default_beam_size = int(generation.get("num_beams") or 1)
         self.default_max_length = int(generation.get("max_new_tokens")
                                       or max(1, int(generation.get("max_length") or 256) - 1))
         self.default_length_penalty = float(generation.get("length_penalty", 1.0) or 0.0)
         self.early_stopping = generation.get("early_stopping", False)
+        # The most target tokens a call may ask for: the model's positions (what the tokenizer
+        # records as its limit), or the bundle's own default where that is larger.
+        self.max_length_limit = max(self.tokenizer.model_max_length, self.default_max_length)
 
     # -- public API ----------------------------------------------------------------------------
     def translate(self, texts: list[str], beam_size: int | None = None, max_length: int | None = None,
@@ -121,6 +153,7 @@ class Translator:
         """
         if isinstance(texts, str):
             raise UserError("translate() takes a list of strings; wrap a single text in a list")
+        _check_iterable("translate()", texts)
         return list(self.translate_iter(texts, beam_size=beam_size, max_length=max_length,
                                         min_length=min_length, length_penalty=length_penalty,
                                         num_hypotheses=num_hypotheses, return_scores=return_scores,
@@ -137,6 +170,7 @@ class Translator:
         Options are checked at the call, not at the first ``next()``."""
         if isinstance(texts, str):
             raise UserError("translate_iter() takes an iterable of strings, not a single string")
+        _check_iterable("translate_iter()", texts)
         options = self.decode_options(beam_size, max_length, min_length, length_penalty, num_hypotheses,
                                       return_scores, early_stopping)
         budget = self.batch_tokens if batch_tokens is None else batch_tokens
@@ -151,30 +185,45 @@ class Translator:
             offset += len(chunk)
 
     def decode_options(self, beam_size=None, max_length=None, min_length=0, length_penalty=None,
-                       num_hypotheses=1, return_scores=False, early_stopping=None) -> DecodeOptions:
-        """Validated engine options, the bundle's defaults filled in."""
+                       num_hypotheses=1, return_scores=False, early_stopping=None, *,
+                       names: dict[str, str] | None = None) -> DecodeOptions:
+        """Validated engine options, the bundle's defaults filled in. ``names`` maps parameter names
+        to what the caller calls them in messages (the CLI: ``{"num_hypotheses": "--n-best", ...}``)."""
+        def name(key: str) -> str:
+            return (names or {}).get(key, key)
+
         beam_size = self.default_beam_size if beam_size is None else beam_size
         max_length = self.default_max_length if max_length is None else max_length
         length_penalty = self.default_length_penalty if length_penalty is None else length_penalty
-        _check_positive("beam_size", beam_size)
-        _check_positive("max_length", max_length)
-        _check_positive("num_hypotheses", num_hypotheses)
+        _check_positive(name("beam_size"), beam_size)
+        _check_positive(name("max_length"), max_length)
+        _check_positive(name("num_hypotheses"), num_hypotheses)
+        vocab = len(self.tokenizer.pieces)
+        if beam_size > vocab:
+            raise UserError(f"{name('beam_size')} must be at most {vocab} (the target vocabulary's size), "
+                            f"got {beam_size}")
+        if max_length > self.max_length_limit:
+            raise UserError(f"{name('max_length')} must be at most {self.max_length_limit} (the model's limit "
+                            f"of target tokens), got {max_length}")
         if not _is_int(min_length) or min_length < 0:
-            raise UserError(f"min_length must be a non-negative integer, got {min_length!r}")
+            raise UserError(f"{name('min_length')} must be a non-negative integer, got {min_length!r}")
         if min_length > max_length:
-            raise UserError(f"min_length ({min_length}) is larger than max_length ({max_length})")
+            raise UserError(f"{name('min_length')} ({min_length}) is larger than {name('max_length')} ({max_length})")
         if num_hypotheses > beam_size:
-            raise UserError(f"num_hypotheses ({num_hypotheses}) cannot exceed beam_size ({beam_size}); "
-                            f"raise beam_size to at least {num_hypotheses}")
+            raise UserError(f"{name('num_hypotheses')} ({num_hypotheses}) cannot exceed {name('beam_size')} "
+                            f"({beam_size}); raise {name('beam_size')} to at least {num_hypotheses}")
         if isinstance(length_penalty, bool) or not isinstance(length_penalty, (int, float)) \
                 or not math.isfinite(length_penalty):
-            raise UserError(f"length_penalty must be a finite number, got {length_penalty!r}")
+            raise UserError(f"{name('length_penalty')} must be a finite number, got {length_penalty!r}")
+        if abs(length_penalty) > MAX_LENGTH_PENALTY:
+            raise UserError(f"{name('length_penalty')} must be between {-MAX_LENGTH_PENALTY:g} and "
+                            f"{MAX_LENGTH_PENALTY:g}, got {length_penalty!r}")
         early_stopping = self.early_stopping if early_stopping is None else early_stopping
         if early_stopping not in (True, False, "never"):
-            raise UserError(f"early_stopping must be True, False or 'never', got {early_stopping!r}")
+            raise UserError(f"{name('early_stopping')} must be True, False or 'never', got {early_stopping!r}")
         prefix = len(self.tokenizer.target_prefix_ids)
         if max_length <= prefix:
-            raise UserError(f"max_length must be more than the {prefix} forced target-language token(s)")
+            raise UserError(f"{name('max_length')} must be more than the {prefix} forced target-language token(s)")
         return DecodeOptions(beam_size=beam_size, max_length=max_length, min_length=min_length,
                              length_penalty=float(length_penalty), num_hypotheses=num_hypotheses,
                              early_stopping=early_stopping, return_scores=bool(return_scores))
@@ -222,12 +271,16 @@ class Translator:
             if not cleaned:
                 continue
             body = self.tokenizer.encode_body(cleaned)
+            if not body:
+                continue  # nothing the model can read (U+200B, U+FFFD…): blank in, blank out
             if len(body) <= limit:
                 parts.append(_Part(index, self.tokenizer.wrap(body), segment.before))
                 continue
             sentences = [Segment(cleaned)] if split else split_sentences(cleaned)
             for position, sentence in enumerate(sentences):
                 body = self.tokenizer.encode_body(sentence.text) if len(sentences) > 1 else body
+                if not body:
+                    continue
                 if len(body) > limit:
                     warnings.warn(f"input {number}: a sentence of {len(body) + self.tokenizer.num_special_tokens} "
                                   f"source tokens is longer than the model's limit of "
@@ -265,6 +318,15 @@ class Translator:
             alternatives.append(TranslationHypothesis(join_segments(segments, texts), score))
         best = alternatives[0]
         return Translation(best.text, best.score, alternatives)
+
+
+def _check_iterable(what: str, texts) -> None:
+    if isinstance(texts, (bytes, bytearray, memoryview)):
+        raise UserError(f"{what} takes a list of strings, got {type(texts).__name__} (decode it first)")
+    try:
+        iter(texts)
+    except TypeError:
+        raise UserError(f"{what} takes a list of strings, got {type(texts).__name__}") from None
 
 
 def _is_int(value) -> bool:

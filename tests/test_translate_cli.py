@@ -122,7 +122,7 @@ def test_split_sentences_keeps_one_line(marian, tiny_dev_pairs, capsys, monkeypa
     (["--beam", "0"], "error: --beam must be at least 1, got '0'"),
     (["--beam", "four"], "error: --beam must be a positive integer, got 'four'"),
     (["--max-length", "0"], "error: --max-length must be at least 1, got '0'"),
-    (["--beam", "2", "--n-best", "3"], "error: num_hypotheses (3) cannot exceed beam_size (2)"),
+    (["--beam", "2", "--n-best", "3"], "error: --n-best (3) cannot exceed --beam (2)"),
     (["--engine", "marian"], "error: unknown engine 'marian'; choose from ct2, onnx, torch"),
     (["--precision", "int16"], "error: bundle marian-unvalidated has no ct2 int16; it has "),
     (["--device", "tpu"], "error: unknown device 'tpu'"),

@@ -14,7 +14,10 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
+import stat
 import sys
+import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +29,10 @@ from mtedge.errors import UserError
 ENGINES = ("ct2", "onnx", "torch")
 # Lines read, translated and written per round: output appears as it is ready, memory stays bounded.
 CHUNK_LINES = 256
+# How the Translator's parameters are spelled on this command line, for its error messages.
+FLAG_NAMES = {"beam_size": "--beam", "max_length": "--max-length", "length_penalty": "--length-penalty",
+              "num_hypotheses": "--n-best", "batch_tokens": "--batch-tokens", "threads": "--threads",
+              "workers": "--workers"}
 
 
 class _Number(click.ParamType):
@@ -93,11 +100,165 @@ def _one_line_warnings():
         warnings.showwarning = previous
 
 
-def _stdout():
-    buffer = getattr(sys.stdout, "buffer", None)
-    if buffer is None:
-        return sys.stdout, False
-    return io.TextIOWrapper(buffer, encoding="utf-8", newline="\n", write_through=True), True
+class _StdoutClosed(Exception):
+    """The reader of stdout went away (``| head -1``): stop quietly, exit 0."""
+
+
+def _silence_stdout() -> None:
+    """Point fd 1 at /dev/null so that the interpreter's last flush does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, AttributeError, ValueError):
+        pass
+
+
+class _Sink:
+    """Where translations go: stdout, a device/FIFO written in place, or a regular file written to a
+    temporary file next to it and renamed over it only when the whole run succeeded (a failed run
+    leaves an existing file as it was). Write errors are one-line UserErrors naming the target."""
+
+    def __init__(self, path: Path | None):
+        self.path, self.temp, self.wrapped = path, None, False
+        if path is None:
+            if sys.stdout is None:
+                raise UserError("standard output is closed; give -o FILE to write the translations to a file")
+            buffer = getattr(sys.stdout, "buffer", None)
+            if buffer is None:
+                self.handle = sys.stdout
+            else:
+                self.handle = io.TextIOWrapper(buffer, encoding="utf-8", newline="\n", write_through=True)
+                self.wrapped = True
+            return
+        target = Path(os.path.realpath(path))  # write through a symlink, replace what it points to
+        try:
+            if target.exists() and not target.is_file():  # /dev/full, /dev/stdout, a FIFO: no rename
+                self.handle = open(target, "w", encoding="utf-8", newline="\n")
+                return
+        except OSError as exc:
+            raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
+        try:
+            fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+        except OSError as exc:
+            raise UserError(f"cannot write {path}: cannot create a file in {target.parent} "
+                            f"({exc.strerror or exc})") from None
+        self.target, self.temp = target, Path(temp)
+        try:
+            os.fchmod(fd, stat.S_IMODE(target.stat().st_mode) if target.exists() else 0o666 & ~_umask())
+        except OSError:
+            pass
+        self.handle = os.fdopen(fd, "w", encoding="utf-8", newline="\n")
+
+    def _fail(self, exc: OSError):
+        if self.path is None and isinstance(exc, BrokenPipeError):
+            raise _StdoutClosed() from None
+        where = self.path if self.path is not None else "standard output"
+        raise UserError(f"cannot write {where}: {exc.strerror or exc}") from None
+
+    def write(self, text: str) -> None:
+        try:
+            self.handle.write(text)
+        except OSError as exc:
+            self._fail(exc)
+
+    def flush(self) -> None:
+        try:
+            self.handle.flush()
+        except OSError as exc:
+            self._fail(exc)
+
+    def commit(self) -> None:
+        """Close (the last write errors show up here: /dev/full, a full disk) and move into place."""
+        if self.wrapped:
+            self.flush()
+            self.handle.detach()  # leave sys.stdout usable
+            return
+        if self.path is None:
+            self.flush()
+            return
+        try:
+            self.handle.close()
+            if self.temp is not None:
+                os.replace(self.temp, self.target)
+                self.temp = None
+        except OSError as exc:
+            self._fail(exc)
+
+    def discard(self) -> None:
+        """After a failure: drop the temporary file, never touch the target."""
+        if self.wrapped:
+            with contextlib.suppress(OSError, ValueError):
+                self.handle.detach()
+            return
+        if self.path is None:
+            return
+        with contextlib.suppress(OSError):
+            self.handle.close()
+        if self.temp is not None:
+            with contextlib.suppress(OSError):
+                self.temp.unlink()
+            self.temp = None
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _check_paths(input_path: Path | None, output_path: Path | None) -> None:
+    """Refuse what cannot work before loading a model: a missing input, an output that is the input
+    (same inode, through symlinks and hard links: the translation would wipe it), a missing directory."""
+    if input_path is not None:
+        if not os.path.lexists(input_path):
+            raise UserError(f"input file not found: {input_path}")
+        if not input_path.exists():
+            raise UserError(f"input file not found: {input_path} (a symbolic link to a missing file)")
+        if input_path.is_dir():
+            raise UserError(f"input path is a directory: {input_path}")
+    if output_path is None:
+        return
+    if output_path.is_dir():
+        raise UserError(f"output path is a directory: {output_path}")
+    parent = Path(os.path.realpath(output_path)).parent
+    if not parent.is_dir():
+        if parent.exists():
+            raise UserError(f"cannot write {output_path}: {parent} is not a directory")
+        raise UserError(f"output directory does not exist: {parent}")
+    try:
+        out_stat = os.stat(output_path)
+    except OSError:
+        return  # a new file
+    if not stat.S_ISREG(out_stat.st_mode):
+        return  # /dev/null, /dev/stdout, a FIFO: nothing to destroy
+    try:
+        in_stat = os.stat(input_path) if input_path is not None else os.fstat(sys.stdin.fileno())
+    except (OSError, AttributeError, ValueError):
+        return
+    if (in_stat.st_dev, in_stat.st_ino) == (out_stat.st_dev, out_stat.st_ino):
+        shown = input_path if input_path is not None else "standard input"
+        raise UserError(f"output {output_path} is the input file ({shown}); writing it would destroy the "
+                        f"input: choose another output file")
+
+
+def _open_input(input_path: Path | None):
+    if input_path is None:
+        if sys.stdin is None:
+            raise UserError("standard input is closed; give -i FILE")
+        return sys.stdin.buffer
+    try:
+        return open(input_path, "rb")
+    except OSError as exc:
+        raise UserError(f"cannot read {input_path}: {exc.strerror or exc}") from None
+
+
+def _read_errors(lines, input_path):
+    """``_read_lines`` with a read error (EIO, EISDIR on an odd device…) as one line."""
+    try:
+        yield from lines
+    except OSError as exc:
+        raise UserError(f"cannot read {input_path or 'standard input'}: {exc.strerror or exc}") from None
 
 
 def _record(translation) -> dict:
@@ -155,46 +316,63 @@ def command(bundle, input_path, output_path, engine, precision, device, beam_siz
     """Translate BUNDLE's source language to its target language, one line at a time."""
     if engine not in ENGINES:
         raise UserError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
-    if input_path is not None and not input_path.is_file():
-        raise UserError(f"input file not found: {input_path}")
-    if output_path is not None and output_path.is_dir():
-        raise UserError(f"output path is a directory: {output_path}")
+    _check_paths(input_path, output_path)
 
-    from mtedge.translator import DEFAULT_BATCH_TOKENS, Translator
+    from mtedge.translator import DEFAULT_BATCH_TOKENS, Translator, available_cpus
 
-    translator = Translator(bundle, engine=engine, precision=precision, device=device, threads=threads,
-                            workers=workers, batch_tokens=batch_tokens or DEFAULT_BATCH_TOKENS)
-    options = dict(beam_size=beam_size, max_length=max_length, length_penalty=length_penalty,
-                   num_hypotheses=num_hypotheses, return_scores=as_json, split_sentences=split_sentences)
-    translator.decode_options(beam_size, max_length, 0, length_penalty, num_hypotheses)  # fail before reading
-
-    source = open(input_path, "rb") if input_path is not None else sys.stdin.buffer
-    if output_path is not None:
-        sink, wrapped = open(output_path, "w", encoding="utf-8", newline="\n"), False
-    else:
-        sink, wrapped = _stdout()
-    show_bar = progress if progress is not None else input_path is not None
-    bar = None
-    if show_bar:
-        from tqdm import tqdm
-
-        total = _count_lines(input_path) if input_path is not None else None
-        bar = tqdm(total=total, unit="line", file=sys.stderr, dynamic_ncols=True, leave=False)
+    cpus = available_cpus()
+    for flag, value in (("--threads", threads), ("--workers", workers)):
+        if value is not None and value > cpus:
+            click.echo(f"warning: {flag} {value} is more than the {cpus} CPU(s) available; using {cpus}", err=True)
+    threads = None if threads is None else min(threads, cpus)
+    workers = min(workers, cpus)
     replaced = []
+    with _one_line_warnings():
+        translator = Translator(bundle, engine=engine, precision=precision, device=device, threads=threads,
+                                workers=workers, batch_tokens=batch_tokens or DEFAULT_BATCH_TOKENS)
+        try:
+            options = dict(beam_size=beam_size, max_length=max_length, length_penalty=length_penalty,
+                           num_hypotheses=num_hypotheses, return_scores=as_json, split_sentences=split_sentences)
+            translator.decode_options(beam_size, max_length, 0, length_penalty, num_hypotheses,
+                                      names=FLAG_NAMES)  # fail before reading
+            _run(translator, input_path, output_path, options, as_json, progress, replaced)
+        finally:
+            translator.close()
+    if replaced:
+        shown = ", ".join(map(str, replaced[:5])) + (" …" if len(replaced) > 5 else "")
+        click.echo(f"warning: {len(replaced)} input line(s) were not valid UTF-8 (line {shown}); "
+                   f"the bad bytes were replaced with U+FFFD", err=True)
+
+
+def _run(translator, input_path, output_path, options, as_json, progress, replaced) -> None:
+    source = _open_input(input_path)
+    bar = None
     try:
-        with _one_line_warnings():
-            _translate_stream(translator, _read_lines(source), sink, options, as_json, replaced, bar)
+        sink = _Sink(output_path)
+    except BaseException:
+        if input_path is not None:
+            source.close()
+        raise
+    try:
+        show_bar = progress if progress is not None else input_path is not None
+        if show_bar:
+            from tqdm import tqdm
+
+            regular = input_path is not None and input_path.is_file()  # not a pipe or /dev/stdin
+            total = _count_lines(input_path) if regular else None
+            bar = tqdm(total=total, unit="line", file=sys.stderr, dynamic_ncols=True, leave=False)
+        _translate_stream(translator, _read_errors(_read_lines(source), input_path), sink, options, as_json,
+                          replaced, bar)
+        sink.commit()
+    except _StdoutClosed:
+        sink.discard()
+        _silence_stdout()
+        raise click.exceptions.Exit(0) from None
+    except BaseException:
+        sink.discard()
+        raise
     finally:
         if bar is not None:
             bar.close()
         if input_path is not None:
             source.close()
-        if output_path is not None:
-            sink.close()
-        elif wrapped:
-            sink.detach()  # leave sys.stdout usable
-        translator.close()
-    if replaced:
-        shown = ", ".join(map(str, replaced[:5])) + (" …" if len(replaced) > 5 else "")
-        click.echo(f"warning: {len(replaced)} input line(s) were not valid UTF-8 (line {shown}); "
-                   f"the bad bytes were replaced with U+FFFD", err=True)

@@ -19,6 +19,7 @@ What becomes a pair:
 from __future__ import annotations
 
 import re
+import struct
 from pathlib import Path
 
 from mtedge.data.clean import normalize_text
@@ -131,6 +132,61 @@ def _mofile_lenient(polib, path: Path, errors: str):
     return catalog
 
 
+_MO_MAGIC = {b"\xde\x12\x04\x95": "<", b"\x95\x04\x12\xde": ">"}
+_PO_KEYWORD = re.compile(r'^(msgctxt|msgid_plural|msgid|msgstr(?:\[\d+\])?)\s+(.*)$')
+
+
+def check_mo(path: Path) -> None:
+    """A DataError for a ``.mo`` file whose header or string tables point past its end (truncated) —
+    polib would read such a file without complaint, cutting the last strings short."""
+    data = path.read_bytes()
+    order = _MO_MAGIC.get(data[:4])
+    if order is None:
+        raise DataError(f"{path}: not a readable gettext mo file: bad magic number")
+    if len(data) < 20:
+        raise DataError(f"{path}: not a readable gettext mo file: truncated ({len(data)} bytes, shorter "
+                        f"than its header)")
+    count, originals, translations = struct.unpack(f"{order}3I", data[8:20])
+    for table in (originals, translations):
+        if table + 8 * count > len(data):
+            raise DataError(f"{path}: not a readable gettext mo file: truncated (its string table ends "
+                            f"past the file's {len(data)} bytes)")
+        for i in range(count):
+            length, offset = struct.unpack(f"{order}2I", data[table + 8 * i: table + 8 * i + 8])
+            if offset + length > len(data):  # a missing final NUL loses nothing; a cut string does
+                raise DataError(f"{path}: not a readable gettext mo file: truncated (string {i + 1} of "
+                                f"{count} ends past the file's {len(data)} bytes)")
+
+
+def _po_string_end(text: str) -> int | None:
+    """Index just past the closing quote of the C string ``text`` starts with, or None if unterminated."""
+    i = 1
+    while i < len(text):
+        if text[i] == "\\":
+            i += 2
+            continue
+        if text[i] == '"':
+            return i + 1
+        i += 1
+    return None
+
+
+def check_po_strings(path: Path, lines: list[str]) -> None:
+    """A DataError naming the line of a message string without its closing quote: polib reads
+    ``msgid "Open file`` as ``Open fil`` (it drops the last character) instead of failing."""
+    for lineno, line in enumerate(lines, start=1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        match = _PO_KEYWORD.match(text)
+        rest = match.group(2) if match else text
+        if not rest.startswith('"'):
+            continue  # not a string line; polib reports the syntax itself
+        end = _po_string_end(rest)
+        if end is None:
+            raise DataError(f"{path}:{lineno}: unterminated string (no closing \" on the line)")
+
+
 def read_gettext(path: str | Path, *, fmt: str | None = None, encoding_errors: str = "strict") -> list[Pair]:
     """Pairs from a ``.po`` or ``.mo`` file (``fmt`` = ``"po"``/``"mo"``, else taken from the extension)."""
     from mtedge.data.textio import ENCODING_ERRORS_HINT, read_lines, require_file
@@ -139,6 +195,10 @@ def read_gettext(path: str | Path, *, fmt: str | None = None, encoding_errors: s
     path = require_file(path)
     fmt = fmt or path.suffix.lstrip(".").lower()
     try:
+        if fmt == "mo":
+            check_mo(path)
+        else:
+            check_po_strings(path, read_lines(path, encoding_errors="replace"))
         if fmt == "mo" and encoding_errors != "strict":
             catalog = _mofile_lenient(polib, path, encoding_errors)
         elif fmt == "mo":
@@ -153,6 +213,6 @@ def read_gettext(path: str | Path, *, fmt: str | None = None, encoding_errors: s
             catalog = polib.pofile("\n".join(read_lines(path, encoding_errors=encoding_errors)) + "\n")
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: invalid text in the catalog ({exc.reason}); {ENCODING_ERRORS_HINT}") from None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, struct.error, IndexError) as exc:
         raise DataError(f"{path}: not a readable gettext {fmt} file: {exc}") from None
     return catalog_pairs(catalog)

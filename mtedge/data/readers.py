@@ -8,7 +8,7 @@ from typing import Iterable
 
 from mtedge.data.gettext import read_gettext
 from mtedge.data.pairs import Pair
-from mtedge.data.textio import read_lines, require_file
+from mtedge.data.textio import as_path, read_lines, require_file
 from mtedge.errors import DataError
 
 FORMATS = ("tsv", "jsonl", "po", "mo", "text")
@@ -40,6 +40,11 @@ def read_pairs(
     - ``po`` / ``mo``: gettext catalogs (see :mod:`mtedge.data.gettext` for which entries count).
     - ``text``: ``path`` is the source file and ``target_path`` the target file, aligned line by line.
     """
+    path = as_path(path)
+    if target_path is not None:
+        target_path = as_path(target_path, "target file")
+    if fmt is not None and not isinstance(fmt, str):
+        raise DataError(f"fmt must be one of {', '.join(FORMATS)}, got {fmt!r}")
     fmt = (fmt or detect_format(path, target_path)).lower()
     if fmt == "tsv":
         return read_tsv(path, encoding_errors=encoding_errors)
@@ -73,13 +78,32 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+def _surrogate_at(text: str) -> int | None:
+    """Index of the first lone UTF-16 surrogate in ``text`` (not valid Unicode text; cannot be written as
+    UTF-8), or None."""
+    for i, ch in enumerate(text):
+        if "\ud800" <= ch <= "\udfff":
+            return i
+    return None
+
+
 def write_tsv(pairs: Iterable[Pair], path: str | Path) -> Path:
     """Write ``source<TAB>target`` lines (UTF-8, ``\\n``); whitespace runs inside the text become one space."""
-    path = Path(path)
+    path = as_path(path, "output file")
+    lines = []
+    for row, pair in enumerate(pairs, start=1):
+        src, tgt = pair
+        if not isinstance(src, str) or not isinstance(tgt, str):
+            raise DataError(f"cannot write {path}: pair {row} is not two strings ({type(src).__name__}, "
+                            f"{type(tgt).__name__})")
+        for side, text in (("source", src), ("target", tgt)):
+            if (at := _surrogate_at(text)) is not None:
+                raise DataError(f"cannot write {path}: pair {row}'s {side} has a lone surrogate "
+                                f"(U+{ord(text[at]):04X} at character {at + 1}), which is not valid Unicode text")
+        lines.append(f"{_one_line(src)}\t{_one_line(tgt)}\n")
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8", newline="\n") as f:
-        for pair in pairs:
-            f.write(f"{_one_line(pair.src)}\t{_one_line(pair.tgt)}\n")
+        f.writelines(lines)
     return path
 
 
@@ -94,7 +118,9 @@ def read_jsonl(
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise DataError(f"{path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+            # json's messages can end in "at" ("Unterminated string starting at"): don't say "at at"
+            message = exc.msg[:-3] if exc.msg.endswith(" at") else exc.msg
+            raise DataError(f"{path}:{lineno}: not valid JSON ({message} at column {exc.colno})") from None
         if not isinstance(record, dict):
             raise DataError(f"{path}:{lineno}: expected a JSON object, found {type(record).__name__}")
         missing = [key for key in (src_key, tgt_key) if key not in record]
@@ -106,6 +132,10 @@ def read_jsonl(
         src, tgt = record[src_key], record[tgt_key]
         if not isinstance(src, str) or not isinstance(tgt, str):
             raise DataError(f"{path}:{lineno}: {src_key!r} and {tgt_key!r} must be strings")
+        for key, text in ((src_key, src), (tgt_key, tgt)):
+            if (at := _surrogate_at(text)) is not None:
+                raise DataError(f"{path}:{lineno}: {key!r} has a lone surrogate (\\u{ord(text[at]):04x} at "
+                                f"character {at + 1}), which is not valid Unicode text")
         pairs.append(Pair(src, tgt))
     return pairs
 

@@ -16,8 +16,18 @@ ENCODING_ERRORS_HINT = (
 )
 
 
+def as_path(path, what: str = "data file") -> Path:
+    """``path`` as a Path; anything that is not a path (None, a number) is a DataError, not a TypeError."""
+    if isinstance(path, bytes):
+        path = path.decode("utf-8", errors="surrogateescape")
+    if not isinstance(path, (str, Path)) or (isinstance(path, str) and not path):
+        shown = repr(path) if isinstance(path, str) else type(path).__name__
+        raise DataError(f"the {what} must be a path (str or Path), got {shown}")
+    return Path(path)
+
+
 def require_file(path: str | Path) -> Path:
-    path = Path(path)
+    path = as_path(path)
     if not path.exists():
         raise DataError(f"data file not found: {path}")
     if not path.is_file():

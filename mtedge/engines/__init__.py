@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 
-from mtedge.bundle import GPU_PRECISIONS, Bundle
+from mtedge.bundle import GPU_PRECISIONS, PRECISIONS, Bundle
 from mtedge.engines.base import DecodeOptions, Engine, Hypothesis, TargetSpec
 from mtedge.errors import UserError
 
@@ -29,7 +29,12 @@ __all__ = ["ENGINES", "DEFAULT_PRECISION", "DecodeOptions", "Engine", "Hypothesi
 def resolve_precision(engine: str, precision: str | None) -> str:
     if precision is None:
         return DEFAULT_PRECISION[engine]
-    return PRECISION_ALIASES.get(engine, {}).get(precision, precision)
+    if not isinstance(precision, str):
+        raise UserError(f"precision must be a string such as {DEFAULT_PRECISION[engine]!r}, got {precision!r}")
+    resolved = PRECISION_ALIASES.get(engine, {}).get(precision, precision)
+    if resolved not in PRECISIONS.get(engine, (resolved,)):
+        raise UserError(f"unknown {engine} precision {precision!r}; choose from {', '.join(PRECISIONS[engine])}")
+    return resolved
 
 
 def cuda_available(engine: str) -> bool:

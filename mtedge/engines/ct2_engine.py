@@ -32,6 +32,12 @@ from pathlib import Path
 from mtedge.engines.base import DecodeOptions, Engine, Hypothesis, TargetSpec
 
 
+def _corrupt(path: Path, detail: str):
+    from mtedge.bundle import corrupt_file
+
+    return corrupt_file(path, path.parent.parent.parent, detail)  # <bundle>/ct2/<precision>/<file>
+
+
 def has_forced_eos(generation: dict) -> bool:
     """Whether the bundle's generation config forces ``</s>`` at the length limit (Marian's
     ``forced_eos_token_id``); T5 and M2M100 have none."""
@@ -69,22 +75,41 @@ class CT2Engine(Engine):
         self.no_repeat_ngram_size = int(no_repeat_ngram_size or 0)
         self.eos_piece = pieces[target.eos_id]
         self.prefix_pieces = [pieces[i] for i in target.target_prefix_ids]
-        self.translator = ctranslate2.Translator(
-            str(model_dir), device=device, device_index=device_index, compute_type=precision,
-            intra_threads=threads or 0, inter_threads=max(1, int(workers)))
-        vocabulary = set(self._ct2_vocabulary(Path(model_dir)))
+        model_dir = Path(model_dir)
+        vocabulary = set(self._ct2_vocabulary(model_dir))  # a corrupt JSON file is named before CT2 reads it
+        try:
+            self.translator = ctranslate2.Translator(
+                str(model_dir), device=device, device_index=device_index, compute_type=precision,
+                intra_threads=threads or 0, inter_threads=max(1, int(workers)))
+        except RuntimeError as exc:
+            if device != "cpu" and "cuda" in str(exc).lower():
+                raise
+            # the JSON files parsed above, so what CTranslate2 could not read is the weights file
+            raise _corrupt(model_dir / "model.bin", f"CTranslate2: {exc}") from None
         # bad_words_ids → suppress_sequences; a token CT2 does not have (Marian <pad>) needs none.
         self.suppress = [[pieces[i] for i in word] for word in target.bad_words_ids
                          if all(pieces[i] in vocabulary for i in word)] if vocabulary else []
 
     @staticmethod
     def _ct2_vocabulary(model_dir: Path) -> list[str]:
+        """The target vocabulary, after checking that every JSON file of the model dir parses."""
         import json
 
-        for name in ("shared_vocabulary.json", "target_vocabulary.json"):
+        parsed = {}
+        for name in ("config.json", "shared_vocabulary.json", "source_vocabulary.json", "target_vocabulary.json"):
             path = model_dir / name
-            if path.is_file():
-                return json.loads(path.read_text(encoding="utf-8"))
+            if not path.is_file():
+                continue
+            try:
+                parsed[name] = json.loads(path.read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise _corrupt(path, "not valid JSON") from exc
+            expected = dict if name == "config.json" else list
+            if not isinstance(parsed[name], expected):
+                raise _corrupt(path, f"expected a JSON {'object' if expected is dict else 'list'}")
+        for name in ("shared_vocabulary.json", "target_vocabulary.json"):
+            if name in parsed:
+                return [str(token) for token in parsed[name]]
         return []
 
     def _ids(self, tokens: list[str]) -> list[int]:

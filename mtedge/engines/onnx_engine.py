@@ -86,7 +86,9 @@ def load_session(path: Path, options, providers):
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=providers)
     except Exception as exc:  # ORT raises its own Fail/InvalidProtobuf/... types
-        raise BundleError(f"cannot load ONNX model {path}: {exc}") from None
+        from mtedge.bundle import corrupt_file
+
+        raise corrupt_file(path, path.parent.parent.parent, f"ONNX Runtime: {exc}") from None
 
 
 def _bundle_generation(model_dir: Path) -> dict:
