@@ -1,4 +1,4 @@
-"""``mtedge train``: LoRA / IA3 / full fine-tuning of every family's tiny model, merge and reload, resume
+"""``mtedge train``: LoRA / AdaLoRA / IA3 / full (and partly frozen) fine-tuning of every family's tiny model, merge and reload, resume
 after an interruption, and every bad input (one line on stderr through the CLI, never a traceback)."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ FAST = LoopConfig(max_steps=4, eval_every=2, eval_max_sentences=6, batch_tokens=
                   max_source_length=40, max_target_length=40, learning_rate=3e-3, threads=1)
 FAST_CLI = ["--max-steps", "2", "--eval-every", "2", "--eval-sentences", "4", "--batch-tokens", "600",
             "--warmup-steps", "1", "--max-length", "40", "--threads", "1", "--quiet"]
-METHODS = ("lora", "ia3", "full")
+METHODS = ("lora", "adalora", "ia3", "full")
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +48,11 @@ def read_log(run_dir: Path) -> list[dict]:
 
 def teacher_forced_logits(model, tokenizer, pairs):
     batch = tokenizer([s for s, _ in pairs], text_target=[t for _, t in pairs], padding=True, return_tensors="pt")
+    # decoder inputs, not labels: with labels an AdaLoRA model loaded for inference fails on its loss term
+    labels = batch.pop("labels")
+    config = model.config
+    start = torch.full_like(labels[:, :1], config.decoder_start_token_id)
+    batch["decoder_input_ids"] = torch.cat([start, labels[:, :-1]], dim=1)
     with torch.inference_mode():
         return model(**batch).logits
 
@@ -313,3 +318,44 @@ def test_target_modules(tiny_marian, tiny_t5, data, tmp_path, capsys):
     adapted = [k for k in _tensors(run.out_dir / "best") if "lora_A" in k]
     assert adapted and all("encoder_attn.q_proj" in k or "fc1" in k for k in adapted)
     assert not any("self_attn" in k for k in adapted)
+
+
+# -- full fine-tuning with parts frozen ------------------------------------------------------------------
+@pytest.mark.parametrize("freeze", [["encoder"], ["encoder", "embeddings"], ["decoder"]])
+def test_freeze_keeps_the_frozen_parts_exactly(tiny_marian, data, tmp_path, freeze):
+    from safetensors.torch import load_file
+
+    run = finetune(make_request(tiny_marian, data, tmp_path / "run", "full", settings={"freeze": freeze}))
+    before = load_file(str(Path(tiny_marian) / "model.safetensors"))
+    after = load_file(str(run.out_dir / "checkpoint" / "model.safetensors"))
+    shared = {name for name in before if "shared" in name or "embed_tokens" in name or "lm_head" in name}
+    encoder = {name for name in before if ".encoder." in name and name not in shared and "embed_positions" not in name}
+    decoder = {name for name in before if ".decoder." in name and name not in shared and "embed_positions" not in name}
+    unchanged = lambda names: all(torch.equal(before[n], after[n]) for n in names if n in after)  # noqa: E731
+    changed = lambda names: any(not torch.equal(before[n], after[n]) for n in names if n in after)  # noqa: E731
+    assert unchanged(encoder) if "encoder" in freeze else changed(encoder)
+    assert unchanged(decoder) if "decoder" in freeze else changed(decoder)
+    if "embeddings" in freeze:
+        assert unchanged(shared)
+    record = json.loads((run.out_dir / "run.json").read_text())
+    assert record["method_config"]["frozen"] == freeze and record["method_config"]["frozen_parameters"] > 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--method", "lora", "--freeze", "encoder"], "--freeze applies to --method full"),
+    (["--method", "full", "--freeze", "attention"], "unknown part; choose from encoder, decoder, embeddings"),
+    (["--method", "full", "--freeze", "encoder,decoder,embeddings"], "leaves nothing to train"),
+])
+def test_freeze_bad_input_is_one_line(tiny_marian, data, tmp_path, capsys, args, message):
+    code, _, err = run_cli(capsys, "train", tiny_marian, "--train", data[0], "--dev", data[1],
+                           "-o", tmp_path / "run", *args, *FAST_CLI)
+    assert_user_error(code, err, message)
+
+
+def test_adalora_prunes_ranks_toward_the_target_budget(tiny_marian, data, tmp_path):
+    # 12 steps: AdaLoRA starts at 1.5x --lora-r and its allocator must have run (rank pattern recorded)
+    run = finetune(make_request(tiny_marian, data, tmp_path / "run", "adalora", settings={"lora_r": 4},
+                                loop={"max_steps": 12, "eval_every": 12}))
+    config = json.loads((run.out_dir / "checkpoint" / "adapter_config.json").read_text())
+    assert config["peft_type"] == "ADALORA" and config["init_r"] == 6 and config["target_r"] == 4
+    assert config["total_step"] == 12

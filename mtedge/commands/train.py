@@ -24,10 +24,13 @@ def _csv(value: str | None) -> list[str] | None:
               help="Dev data for evaluation, model selection and the merge check; repeat for several files.")
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
               help="Run directory: train_log.jsonl, checkpoint/ (last), best/ (best dev BLEU), merged/.")
-@click.option("--method", default="lora", show_default=True, type=click.Choice(["lora", "ia3", "full"]),
-              help="lora and ia3 train a small PEFT adapter (mergeable); full trains every weight.")
+@click.option("--method", default="lora", show_default=True, type=click.Choice(["lora", "adalora", "ia3", "full"]),
+              help="lora, adalora (LoRA with an importance-based rank budget; --lora-r is its average target "
+                   "rank) and ia3 train a small PEFT adapter (mergeable); full trains every weight (see --freeze).")
 @click.option("--target-modules", help="Comma-separated modules to adapt (default per family: attention "
                                        "projections for lora; keys, values and FFN output for ia3).")
+@click.option("--freeze", help="With --method full: parts to keep fixed, comma-separated: encoder (decoder-only "
+                                 "fine-tuning), decoder, embeddings.")
 @click.option("--lora-r", default=16, show_default=True, type=click.IntRange(min=1))
 @click.option("--lora-alpha", default=32, show_default=True, type=click.IntRange(min=1))
 @click.option("--lora-dropout", default=0.05, show_default=True, type=click.FloatRange(0, 1, max_open=True))
@@ -63,7 +66,7 @@ def _csv(value: str | None) -> list[str] | None:
 @click.option("--resume", is_flag=True, help="Carry on the run in OUTPUT from its last checkpoint.")
 @click.option("--force", is_flag=True, help="Delete an existing OUTPUT and start over.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def command(model, train_files, dev_files, output, method, target_modules, lora_r, lora_alpha, lora_dropout,
+def command(model, train_files, dev_files, output, method, target_modules, freeze, lora_r, lora_alpha, lora_dropout,
             tokenizer, source_lang, target_lang, max_steps, learning_rate, warmup_steps, decay, batch_tokens,
             grad_accum, eval_every, eval_sentences, eval_beams, patience, max_length, label_smoothing, seed,
             device, threads, merge, resume, force, quiet):
@@ -81,7 +84,7 @@ def command(model, train_files, dev_files, output, method, target_modules, lora_
     from mtedge.train.methods import MethodSettings
 
     settings = MethodSettings(method=method, target_modules=_csv(target_modules), lora_r=lora_r,
-                              lora_alpha=lora_alpha, lora_dropout=lora_dropout)
+                              lora_alpha=lora_alpha, lora_dropout=lora_dropout, freeze=_csv(freeze) or [])
     loop = LoopConfig(max_steps=max_steps, learning_rate=learning_rate or DEFAULT_LEARNING_RATES[method],
                       warmup_steps=min(warmup_steps, max_steps), decay=decay, batch_tokens=batch_tokens,
                       grad_accum=grad_accum, eval_every=eval_every, eval_max_sentences=eval_sentences,

@@ -15,12 +15,14 @@ from mtedge.errors import UserError
 from mtedge.families import detect_family
 from mtedge.train import inputs
 from mtedge.train.loop import STATE_NAME, LoopConfig, LoopResult, train_loop
-from mtedge.train.methods import MethodSettings, apply_method, check_method, zero_marian_pad_row
+from mtedge.train.methods import (
+    AdaLoraStepHook, MethodSettings, apply_method, check_method, zero_marian_pad_row,
+)
 
 MERGED_DIR = "merged"
 # Learning rates that suit each method when the user names none: adapters start from zero and
 # need larger steps; full fine-tuning of a trained model needs small ones.
-DEFAULT_LEARNING_RATES = {"lora": 5e-4, "ia3": 3e-3, "full": 5e-5}
+DEFAULT_LEARNING_RATES = {"lora": 5e-4, "adalora": 5e-4, "ia3": 3e-3, "full": 5e-5}
 # What must not change between a run and its --resume (the loop settings may: more steps, say).
 _SAME_ON_RESUME = ("base_model.sha256", "tokenizer", "languages", "method", "data")
 
@@ -78,7 +80,7 @@ def finetune(request: FinetuneRequest, *, after_step: Callable | None = None) ->
         record = _continue_record(out, record)
 
     torch.manual_seed(request.loop.seed)  # adapter initialisation is random too
-    model, record["method_config"] = apply_method(model, family.name, request.method)
+    model, record["method_config"] = apply_method(model, family.name, request.method, request.loop.max_steps)
     full_marian = request.method.method == "full" and family.name == "marian"
     if full_marian:
         zero_marian_pad_row(model)  # DESIGN §4.1, before the first step as after every one
@@ -88,6 +90,7 @@ def finetune(request: FinetuneRequest, *, after_step: Callable | None = None) ->
     save_model, load_model = _model_io(request.method.method, tokenizer)
     result = train_loop(model, tokenizer, train_pairs, dev_pairs, out, request.loop, save_model=save_model,
                         load_model=load_model, after_step=_after_step(full_marian, after_step),
+                        step_hook=AdaLoraStepHook() if request.method.method == "adalora" else None,
                         progress=request.progress, meta={"method": request.method.method, "family": family.name})
     record["result"] = {"steps": result.steps, "stopped": result.stopped, "best_step": result.best_step,
                         "best_bleu": result.best_bleu, "best_chrf": result.best_chrf,

@@ -193,13 +193,14 @@ def _replace_dir(staging: Path, target: Path) -> None:
 # -- the loop ----------------------------------------------------------------------------------
 class _Run:
     def __init__(self, model, tokenizer, train_pairs, dev_pairs, out_dir: Path, config: LoopConfig,
-                 save_model, load_model, after_step, progress: bool, meta: dict | None):
+                 save_model, load_model, after_step, progress: bool, meta: dict | None, step_hook=None):
         import torch
 
         self.model, self.tokenizer, self.config = model, tokenizer, config
         self.dev_pairs = list(dev_pairs)
         self.out_dir = Path(out_dir)
         self.save_model, self.load_model, self.after_step = save_model, load_model, after_step
+        self.step_hook = step_hook
         self.progress, self.meta = progress, dict(meta or {})
         self.device = resolve_device(config.device)
         if config.threads and self.device.type == "cpu":
@@ -324,6 +325,8 @@ class _Run:
         self.optimizer.step()
         self.scheduler.step()
         self.step += 1
+        if self.step_hook is not None:  # before the next zero_grad: AdaLoRA reads the gradients
+            self.step_hook(self.model, self.step)
         self.step_start = None
         if self.after_step is not None:
             self.after_step(self.model)
@@ -356,10 +359,13 @@ class _Run:
 
 def train_loop(model, tokenizer, train_pairs, dev_pairs, out_dir: str | Path, config: LoopConfig, *,
                save_model: Callable, load_model: Callable, after_step: Callable | None = None,
+               step_hook: Callable | None = None,
                progress: bool = True, meta: dict | None = None) -> LoopResult:
     """Train ``model`` (only its ``requires_grad`` parameters) and return where the best weights are.
 
-    ``out_dir`` must exist. If it holds a ``checkpoint/``, training resumes from it.
+    ``out_dir`` must exist. If it holds a ``checkpoint/``, training resumes from it. ``after_step(model)``
+    runs after every optimizer step (e.g. re-zeroing Marian's pad row); ``step_hook(model, step)`` too, before
+    the gradients are cleared (AdaLoRA's rank allocation reads them).
     """
     from tqdm.auto import tqdm
 
@@ -368,7 +374,7 @@ def train_loop(model, tokenizer, train_pairs, dev_pairs, out_dir: str | Path, co
     if not dev_pairs:
         raise UserError("no dev pairs")
     run = _Run(model, tokenizer, train_pairs, dev_pairs, out_dir, config, save_model, load_model, after_step,
-               progress, meta)
+               progress, meta, step_hook)
     resumed = run.try_resume()
     stopped = "max_steps"
     bar = tqdm(total=config.max_steps, initial=run.step, disable=not progress, unit="step",

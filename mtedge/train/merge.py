@@ -93,7 +93,7 @@ def merge_adapter(adapter: str | Path, out: str | Path, *, dev: str | Path | Non
     languages = (source.run or {}).get("languages") or {}
     if languages.get("target"):
         inputs.apply_languages(family, tokenizer, _plain(adapted), languages["source"], languages["target"])
-    batches = _verification_batches(tokenizer, dev_pairs)
+    batches = _verification_batches(tokenizer, dev_pairs, _plain(adapted))
 
     pad_row_before = _pad_rows(_plain(adapted)) if family.name == "marian" else None
     merged = _merge_adapter(copy.deepcopy(adapted)) if source.method != "full" else copy.deepcopy(adapted)
@@ -204,14 +204,30 @@ def _plain(model):
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-def _verification_batches(tokenizer, pairs) -> list[dict]:
-    """Teacher-forced batches: the model sees each dev source and its reference as decoder input."""
+def _verification_batches(tokenizer, pairs, model) -> list[dict]:
+    """Teacher-forced batches: the model sees each dev source and its reference as decoder input.
+
+    Given as ``decoder_input_ids``, not ``labels``: with labels the forward pass also computes a loss, and
+    AdaLoRA's adds an orthogonality term that an adapter loaded for inference cannot compute."""
     batches = []
     for start in range(0, len(pairs), _VERIFY_BATCH):
         part = pairs[start:start + _VERIFY_BATCH]
-        batches.append(dict(tokenizer([s for s, _ in part], text_target=[t for _, t in part], padding=True,
-                                      truncation=True, max_length=256, return_tensors="pt")))
+        batch = dict(tokenizer([s for s, _ in part], text_target=[t for _, t in part], padding=True,
+                               truncation=True, max_length=256, return_tensors="pt"))
+        batch["decoder_input_ids"] = _shift_right(batch.pop("labels"), model.config)
+        batches.append(batch)
     return batches
+
+
+def _shift_right(labels, config):
+    """What every seq2seq family does with labels (BART's ``shift_tokens_right``, T5's ``_shift_right``):
+    the decoder start token, then the labels but the last, -100 read as pad."""
+    import torch
+
+    shifted = torch.full_like(labels, config.pad_token_id)
+    shifted[:, 0] = config.decoder_start_token_id
+    shifted[:, 1:] = labels[:, :-1]
+    return shifted.masked_fill(shifted == -100, config.pad_token_id)
 
 
 def _max_abs_diff(a, b) -> float:

@@ -1,6 +1,8 @@
-"""Fine-tuning methods: which weights train, and how (PEFT LoRA, PEFT IA3, or every weight).
+"""Fine-tuning methods: which weights train, and how (PEFT LoRA, AdaLoRA, IA3, or every weight).
 
-Both PEFT methods merge back into plain weights, so a fine-tuned model exports like any other.
+Every PEFT method here merges back into plain weights, so a fine-tuned model exports like any other.
+Full fine-tuning can leave parts frozen (``freeze``): the encoder (decoder-only fine-tuning, which keeps
+the source representations the model was trained with), the decoder, or the embeddings.
 """
 
 from __future__ import annotations
@@ -9,8 +11,9 @@ from dataclasses import asdict, dataclass, field
 
 from mtedge.errors import UserError
 
-METHODS = ("lora", "ia3", "full")
-PEFT_METHODS = ("lora", "ia3")
+METHODS = ("lora", "adalora", "ia3", "full")
+PEFT_METHODS = ("lora", "adalora", "ia3")
+FREEZABLE = ("encoder", "decoder", "embeddings")
 
 # Module names per family layout: Marian, M2M100/NLLB and mBART share BART's; T5/mT5 its own.
 _BART_LIKE = ("marian", "m2m100", "mbart")
@@ -35,6 +38,7 @@ class MethodSettings:
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
+    freeze: list[str] = field(default_factory=list)   # parts kept fixed in full fine-tuning (FREEZABLE)
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -47,7 +51,15 @@ def check_method(settings: MethodSettings) -> None:
         raise UserError(f"unknown method {settings.method!r}; choose one of {', '.join(METHODS)}")
     if settings.method == "full" and settings.target_modules:
         raise UserError("--target-modules applies to lora and ia3; --method full trains every weight")
-    if settings.method == "lora":
+    unknown = [part for part in settings.freeze if part not in FREEZABLE]
+    if unknown:
+        raise UserError(f"--freeze {','.join(unknown)}: unknown part; choose from {', '.join(FREEZABLE)}")
+    if settings.freeze and settings.method != "full":
+        raise UserError(f"--freeze applies to --method full ({settings.method} trains only its adapters; "
+                        f"choose where they go with --target-modules)")
+    if set(FREEZABLE) <= set(settings.freeze):
+        raise UserError("--freeze encoder,decoder,embeddings leaves nothing to train")
+    if settings.method in ("lora", "adalora"):
         if settings.lora_r < 1:
             raise UserError(f"--lora-r must be at least 1, got {settings.lora_r}")
         if not 0.0 <= settings.lora_dropout < 1.0:
@@ -77,7 +89,7 @@ def _embeddings_tied(model) -> bool:
 
 def resolve_target_modules(model, family: str, settings: MethodSettings) -> list[str]:
     """The modules the PEFT method adapts: the user's (each checked to exist) or the family's defaults."""
-    defaults = DEFAULT_LORA_TARGETS if settings.method == "lora" else DEFAULT_IA3_TARGETS
+    defaults = DEFAULT_IA3_TARGETS if settings.method == "ia3" else DEFAULT_LORA_TARGETS
     targets = list(settings.target_modules or defaults[family])
     linear = linear_module_names(model)
     head = model.get_output_embeddings()
@@ -99,9 +111,9 @@ def resolve_target_modules(model, family: str, settings: MethodSettings) -> list
     return targets
 
 
-def peft_config(model, family: str, settings: MethodSettings):
-    """The PEFT config for ``settings`` (``None`` for full fine-tuning)."""
-    from peft import IA3Config, LoraConfig, TaskType
+def peft_config(model, family: str, settings: MethodSettings, total_steps: int | None = None):
+    """The PEFT config for ``settings`` (``None`` for full fine-tuning); AdaLoRA needs ``total_steps``."""
+    from peft import AdaLoraConfig, IA3Config, LoraConfig, TaskType
 
     if settings.method == "full":
         return None
@@ -109,26 +121,67 @@ def peft_config(model, family: str, settings: MethodSettings):
     if settings.method == "lora":
         return LoraConfig(task_type=TaskType.SEQ_2_SEQ_LM, r=settings.lora_r, lora_alpha=settings.lora_alpha,
                           lora_dropout=settings.lora_dropout, target_modules=targets, bias="none")
+    if settings.method == "adalora":
+        # AdaLoRA (Zhang et al. 2023) starts every adapter at 1.5x the target rank and prunes the budget to
+        # --lora-r on average between tinit and total_steps - tfinal, by importance; its allocator needs the
+        # step count up front and a call after every optimizer step (AdaLoraStepHook).
+        steps = max(int(total_steps or 0), 10)
+        tinit, tfinal = steps // 10, steps // 5
+        return AdaLoraConfig(task_type=TaskType.SEQ_2_SEQ_LM, init_r=max(settings.lora_r * 3 // 2, settings.lora_r),
+                             target_r=settings.lora_r, lora_alpha=settings.lora_alpha,
+                             lora_dropout=settings.lora_dropout, target_modules=targets, total_step=steps,
+                             tinit=tinit, tfinal=tfinal, deltaT=max(1, (steps - tinit - tfinal) // 20))
     feedforward = [t for t in targets if t.rsplit(".", 1)[-1] in FEEDFORWARD_MODULES[family]]
     return IA3Config(task_type=TaskType.SEQ_2_SEQ_LM, target_modules=targets, feedforward_modules=feedforward)
 
 
-def apply_method(model, family: str, settings: MethodSettings):
-    """``model`` ready to train with ``settings``: wrapped by PEFT, or with every weight trainable.
-
-    Returns ``(model, method_config)``, the config as a JSON-able dict for the records.
+def apply_method(model, family: str, settings: MethodSettings, total_steps: int | None = None):
+    """``model`` ready to train with ``settings``: wrapped by PEFT, or with every weight trainable but the
+    frozen parts. Returns ``(model, method_config)``, the config as a JSON-able dict for the records.
     """
     from peft import get_peft_model
 
-    config = peft_config(model, family, settings)
+    config = peft_config(model, family, settings, total_steps)
     if config is None:
         # The model's own requires_grad flags already say what trains: everything but Marian's sinusoidal
         # position table, which must stay fixed (CTranslate2 recomputes it rather than reading it).
-        return model, {"method": "full", "trainable_parameters": count_trainable(model)}
+        frozen = freeze_parts(model, settings.freeze)
+        return model, {"method": "full", "frozen": settings.freeze, "frozen_parameters": frozen,
+                       "trainable_parameters": count_trainable(model)}
     wrapped = get_peft_model(model, config)
     record = json_safe(config.to_dict())
     record["trainable_parameters"] = count_trainable(wrapped)
     return wrapped, record
+
+
+def freeze_parts(model, parts) -> int:
+    """Stop gradients to ``parts`` (FREEZABLE); returns how many parameters that froze.
+
+    The shared embedding (tied to ``lm_head``) belongs to "embeddings", not to the encoder or decoder that
+    read it, so ``--freeze encoder`` trains the decoder and the embeddings, ``--freeze encoder,embeddings``
+    the decoder layers alone.
+    """
+    embeddings = {id(model.get_input_embeddings().weight), id(model.get_decoder().get_input_embeddings().weight)}
+    if model.get_output_embeddings() is not None:
+        embeddings.add(id(model.get_output_embeddings().weight))
+    chosen = {id(p) for p in model.parameters() if id(p) in embeddings} if "embeddings" in parts else set()
+    for part, module in (("encoder", model.get_encoder()), ("decoder", model.get_decoder())):
+        if part in parts:
+            chosen |= {id(p) for p in module.parameters() if id(p) not in embeddings}
+    frozen = 0
+    for param in model.parameters():
+        if id(param) in chosen and param.requires_grad:
+            param.requires_grad_(False)
+            frozen += param.numel()
+    return frozen
+
+
+class AdaLoraStepHook:
+    """AdaLoRA's rank allocation after every optimizer step, while the gradients are still there
+    (PEFT: ``update_and_allocate(global_step)`` between ``optimizer.step()`` and ``zero_grad()``)."""
+
+    def __call__(self, model, step: int) -> None:
+        model.base_model.update_and_allocate(step)
 
 
 def count_trainable(model) -> int:

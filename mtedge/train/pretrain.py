@@ -20,6 +20,9 @@ from pathlib import Path
 
 from mtedge.errors import UserError
 from mtedge.train.loop import LoopConfig, LoopResult, train_loop
+# CTranslate2's Marian loader assumes the <pad> embedding (the decoder start) is zero; full training moves it
+# through the tied lm_head, so it is re-zeroed after every step (mtedge/DESIGN.md §4.1).
+from mtedge.train.methods import zero_marian_pad_row as zero_pad_row
 
 SPM_TRAIN_SENTENCES = 400_000  # enough text for a small vocabulary; bounds spm training time and memory
 
@@ -183,17 +186,6 @@ def build_marian(tok, size: "ModelShape", max_new_tokens: int):
     model.generation_config = generation
     zero_pad_row(model)
     return model, generation
-
-
-def zero_pad_row(model) -> None:
-    """CTranslate2's Marian loader assumes the <pad> embedding (the decoder start) is zero and drops it;
-    full training moves it through the tied lm_head, so it is re-zeroed after every step (DESIGN §4.1)."""
-    import torch
-
-    with torch.no_grad():
-        pad = model.config.pad_token_id
-        model.get_input_embeddings().weight[pad].zero_()
-        model.get_output_embeddings().weight[pad].zero_()  # the same tensor when tied
 
 
 def full_model_io(tokenizer, generation):
