@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.mtedge-installed
 PIP    := $(BIN)/pip install -q --disable-pip-version-check
 
 # The base (runtime) install, checked in a venv of its own: an app that only translates must get a working
-# mtedge without torch or transformers (DESIGN §2).
+# mtedge without torch or transformers (mtedge/DESIGN.md §2).
 RUNTIME_VENV  ?= .venv-runtime
 RUNTIME_STAMP := $(RUNTIME_VENV)/.mtedge-installed
 # Everything that ends up in the wheel: a changed module means the non-editable install is stale.
@@ -39,7 +39,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip
-	# torch first and pinned: an unpinned torch would pull a multi-GB CUDA build (DESIGN §3)
+	# torch first and pinned: an unpinned torch would pull a multi-GB CUDA build (mtedge/DESIGN.md §3)
 	$(PIP) torch==2.13.0
 	$(PIP) -e '.[all]'
 	touch $(STAMP)

@@ -1,6 +1,6 @@
 """Tiny *trained* seq2seq translation models for tests, built offline on CPU in seconds.
 
-Random-weight models make bad fixtures: they run to max length and ties abound (DESIGN §4.5).
+Random-weight models make bad fixtures: they run to max length and ties abound (mtedge/DESIGN.md §4.5).
 So each factory trains a tiny Marian / T5 / M2M100 model for a few hundred steps on templated
 en→de pairs, deterministically (fixed seed, one thread), and writes a normal Hugging Face
 checkpoint directory (config.json, model.safetensors, generation_config.json, tokenizer files).
@@ -173,7 +173,7 @@ def _write_marian_tokenizer(spm_file: Path, out: Path):
 
     shutil.copy(spm_file, out / "source.spm")
     shutil.copy(spm_file, out / "target.spm")
-    # DESIGN §4.6: </s>=0, <unk>=1, ..., <pad>=last
+    # mtedge/DESIGN.md §4.6: </s>=0, <unk>=1, ..., <pad>=last
     vocab = {"</s>": 0, "<unk>": 1}
     for piece in _spm_pieces(spm_file):
         vocab.setdefault(piece, len(vocab))
@@ -241,7 +241,7 @@ def _make_marian(tok):
         pad_token_id=pad, eos_token_id=eos, decoder_start_token_id=pad, forced_eos_token_id=eos,
         scale_embedding=True, share_encoder_decoder_embeddings=True, tie_word_embeddings=True,
     )
-    # opus-mt's generation defaults, with a max_length that fits a tiny model (DESIGN §4.6)
+    # opus-mt's generation defaults, with a max_length that fits a tiny model (mtedge/DESIGN.md §4.6)
     gen = GenerationConfig(
         bad_words_ids=[[pad]], decoder_start_token_id=pad, eos_token_id=eos, pad_token_id=pad,
         forced_eos_token_id=eos, max_length=MAX_LENGTH, num_beams=4, renormalize_logits=True,
@@ -294,7 +294,7 @@ _MAKERS = {"marian": _make_marian, "t5": _make_t5, "m2m100": _make_m2m100}
 
 
 def _zero_marian_pad_row(model) -> None:
-    """CTranslate2 assumes the Marian <pad> embedding (the decoder start) is zero (DESIGN §4.1)."""
+    """CTranslate2 assumes the Marian <pad> embedding (the decoder start) is zero (mtedge/DESIGN.md §4.1)."""
     import torch
 
     with torch.no_grad():

@@ -106,7 +106,7 @@ def test_quality_numbers_come_from_the_outputs(main_run, parallel_test_file):
         assert row["agreement"] == agree
         if hyps == reference:
             assert row["bleu_delta"] == 0.0
-    # fp32 ONNX through our decoder reproduces PyTorch exactly (DESIGN §4.4: exact for fp32), so its
+    # fp32 ONNX through our decoder reproduces PyTorch exactly (mtedge/DESIGN.md §4.4: exact for fp32), so its
     # deltas are exactly 0 and its agreement 1 — computed from its outputs, not assumed
     assert outputs_of(main_run, "onnx-fp32") == reference
     assert rows["onnx-fp32"]["bleu_delta"] == 0.0 and rows["onnx-fp32"]["chrf_delta"] == 0.0

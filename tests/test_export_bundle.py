@@ -11,7 +11,7 @@ from mtedge.bundle import Bundle
 
 FP32 = [("onnx", "fp32"), ("ct2", "float32"), ("torch", "fp32")]
 INT8 = [("onnx", "int8"), ("ct2", "int8")]
-# int8 tolerances on the 40 dev pairs (DESIGN §4.4: exact int8 matches are fragile, so rates):
+# int8 tolerances on the 40 dev pairs (mtedge/DESIGN.md §4.4: exact int8 matches are fragile, so rates):
 MIN_INT8_AGREEMENT = 0.7   # share of sentences identical to PyTorch's output
 MAX_INT8_BLEU_LOSS = 5.0   # BLEU vs references lost against PyTorch's own BLEU
 
@@ -74,7 +74,7 @@ def test_tokenizer_files_match_the_hf_tokenizer(tiny_unvalidated_bundle):
 
 
 def test_int8_onnx_quantizes_every_graph(tiny_unvalidated_bundle):
-    """DESIGN §4.3: the merged decoder's If branches must be quantized too."""
+    """mtedge/DESIGN.md §4.3: the merged decoder's If branches must be quantized too."""
     import onnx
 
     from mtedge.convert.onnx_export import float_matmuls_left

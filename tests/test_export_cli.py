@@ -231,7 +231,7 @@ def _marian_with_nonzero_pad(tiny_marian: Path, dst: Path) -> Path:
 
 
 def test_marian_pad_row(tiny_marian, tmp_path, capsys):
-    """DESIGN §4.1: a nonzero <pad> row is refused under --strict-pad, else zeroed for CT2 and recorded."""
+    """mtedge/DESIGN.md §4.1: a nonzero <pad> row is refused under --strict-pad, else zeroed for CT2 and recorded."""
     model = _marian_with_nonzero_pad(tiny_marian, tmp_path / "moved-pad")
     code, _, err = run_cli(capsys, "export", model, "-o", tmp_path / "strict", *FAST, "--no-validate",
                            "--strict-pad")

@@ -84,7 +84,7 @@ def test_marian_conventions(tiny_marian):
     assert config["decoder_start_token_id"] == pad and config["vocab_size"] == len(vocab)
     gen = GenerationConfig.from_pretrained(tiny_marian)
     assert gen.bad_words_ids == [[pad]] and gen.forced_eos_token_id == 0 and gen.decoder_start_token_id == pad
-    # CTranslate2 assumes a zero <pad> row (DESIGN §4.1)
+    # CTranslate2 assumes a zero <pad> row (mtedge/DESIGN.md §4.1)
     weights = load_file(tiny_marian / "model.safetensors")
     embedding = weights.get("model.shared.weight", weights.get("model.encoder.embed_tokens.weight"))
     assert torch.count_nonzero(embedding[pad]) == 0

@@ -22,7 +22,7 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
 PROJECT = PYPROJECT["project"]
 
 HEAVY = ("torch", "transformers", "peft", "optimum", "accelerate")
-# DESIGN §3: the stack checked on these machines. Extras must pin exactly these.
+# mtedge/DESIGN.md §3: the stack checked on these machines. Extras must pin exactly these.
 PINS = {
     "torch": "2.13.0", "transformers": "4.57.6", "peft": "0.21.2", "optimum": "2.1.0", "optimum-onnx": "0.1.0",
     "onnx": "1.23.2", "onnxruntime": "1.32.0", "ctranslate2": "4.8.5", "sentencepiece": "0.2.3",
@@ -54,7 +54,7 @@ def test_stack_is_pinned_as_in_design(group):
     for requirement in requirements:
         name = _name(requirement)
         if name in PINS:
-            assert _pin(requirement) == PINS[name], f"{group}: {requirement!r}, DESIGN §3 pins {name}=={PINS[name]}"
+            assert _pin(requirement) == PINS[name], f"{group}: {requirement!r}, mtedge/DESIGN.md §3 pins {name}=={PINS[name]}"
 
 
 def test_all_extra_includes_every_stage():

@@ -2,7 +2,7 @@
 
 fp32: the ids must be IDENTICAL to HF's (greedy, beam, n-best, length penalties, early stopping,
 forced lengths) and the beam scores (HF ``sequences_scores``) equal within 1e-4. int8: an agreement
-rate, because int8 kernels differ per CPU (DESIGN §4.4).
+rate, because int8 kernels differ per CPU (mtedge/DESIGN.md §4.4).
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def parity_case(tiny_unvalidated_bundles, tiny_dev_pairs):
 
 def hf_generate(case: ParityCase, options: DecodeOptions, **extra):
     """HF generate with the checkpoint's generation config and ``options`` mapped to HF's names
-    (DESIGN §4.2: our lengths count generated tokens incl. </s> = HF max_new_tokens; our
+    (mtedge/DESIGN.md §4.2: our lengths count generated tokens incl. </s> = HF max_new_tokens; our
     min_length N = HF min_new_tokens N-1, eos allowed as the N-th token)."""
     import torch
 
@@ -166,7 +166,7 @@ def test_fp32_greedy_scores_match_hf_transition_scores(parity_case, family):
 # int8 vs HF fp32, exact-match rate over the 40 dev sentences. Measured on the development machine
 # (AMD EPYC with AVX512-VNNI, quantization preset avx512_vnni): greedy marian 1.00, t5 0.90,
 # m2m100 1.00; beam4 top-1 marian 1.00, t5 0.975, m2m100 1.00. int8 kernels differ per CPU
-# (DESIGN §4.4), so the bar leaves room for a few more near-ties flipping.
+# (mtedge/DESIGN.md §4.4), so the bar leaves room for a few more near-ties flipping.
 INT8_MIN_AGREEMENT = 0.8
 
 

@@ -59,8 +59,8 @@ def test_pretrain_writes_a_loadable_marian_with_zero_pad_row_and_an_eval_log(fin
     model = MarianMTModel.from_pretrained(result.best_dir)
     tok = MarianTokenizer.from_pretrained(result.best_dir)
     pad = model.config.pad_token_id
-    assert pad == len(tok) - 1 and tok.eos_token_id == 0  # opus-mt conventions (DESIGN §4.6)
-    assert float(model.get_input_embeddings().weight[pad].abs().max().detach()) == 0.0  # DESIGN §4.1
+    assert pad == len(tok) - 1 and tok.eos_token_id == 0  # opus-mt conventions (mtedge/DESIGN.md §4.6)
+    assert float(model.get_input_embeddings().weight[pad].abs().max().detach()) == 0.0  # mtedge/DESIGN.md §4.1
     assert model.generation_config.bad_words_ids == [[pad]]
 
 

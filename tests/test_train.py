@@ -102,7 +102,7 @@ def test_train_merge_reload(family, method, tiny_models, data, tiny_dev_pairs, t
     assert changed, "training + merge left every weight as it was"
     if family == "marian":
         pad = reloaded.config.pad_token_id
-        assert not reloaded.get_input_embeddings().weight[pad].any()  # DESIGN §4.1
+        assert not reloaded.get_input_embeddings().weight[pad].any()  # mtedge/DESIGN.md §4.1
         assert provenance["embeddings"]["marian_pad_row_zero"] is True
 
     # independent check: the reloaded merge reproduces the model as trained

@@ -21,7 +21,7 @@ from mtedge.translator import InputTruncatedWarning
 FAMILIES = ("marian", "t5", "m2m100")
 ROOT = Path(__file__).parents[1]
 SCORE_TOLERANCE = 1e-4
-# int8 vs PyTorch fp32, exact-match rate on the 40 dev sentences (DESIGN §4.4: no exact int8 asserts).
+# int8 vs PyTorch fp32, exact-match rate on the 40 dev sentences (mtedge/DESIGN.md §4.4: no exact int8 asserts).
 # Measured on the fixtures (2-core AMD EPYC, CT2 4.8.5, ORT 1.32), greedy/beam4: ct2 int8 marian 1.00/1.00,
 # t5 0.875/1.00, m2m100 1.00/1.00; onnx int8 marian 1.00/1.00, t5 0.90/0.975, m2m100 1.00/1.00.
 # The floor leaves room for CPU-dependent int8 kernels.

@@ -7,7 +7,7 @@ import platform
 from importlib import metadata
 from pathlib import Path
 
-# The packages whose versions decide the timings (DESIGN §3 pins them).
+# The packages whose versions decide the timings (mtedge/DESIGN.md §3 pins them).
 PACKAGES = ["mtedge", "onnxruntime", "ctranslate2", "torch", "transformers", "optimum", "optimum-onnx",
             "numpy", "sentencepiece", "sacrebleu"]
 

@@ -4,7 +4,7 @@ Runs inside a bench worker process only: each adapter imports its own stack in
 ``load()`` so that a worker's peak memory is what that stack really costs (an mtedge
 worker never imports torch).
 
-Length convention (DESIGN §4.2): ``max_length`` counts generated target tokens INCLUDING
+Length convention (mtedge/DESIGN.md §4.2): ``max_length`` counts generated target tokens INCLUDING
 the final ``</s>`` (HF ``max_new_tokens``); ``forced`` asks every engine for exactly
 ``max_length`` tokens (``max_length - 1`` pieces + ``</s>``), for like-for-like tokens/s.
 """
@@ -141,7 +141,7 @@ class CT2RawRunner(Runner):
         # source_tokens truncates to the model's limit like our Translator, so CT2 gets
         # max_input_length=0 on both sides (CT2's default, 1024, would cut differently)
         batch = [self.tokenizer.source_tokens(t) for t in texts]
-        # Marian (forced </s>) gets N-1 CT2 steps, T5/M2M100 N: the rule our engine uses (DESIGN §4.2).
+        # Marian (forced </s>) gets N-1 CT2 steps, T5/M2M100 N: the rule our engine uses (mtedge/DESIGN.md §4.2).
         # min_decoding_length=M is HF min_new_tokens=M, so forced N tokens incl. </s> is M = N-1.
         results = self.translator.translate_batch(
             batch, beam_size=beam_size, length_penalty=length_penalty,

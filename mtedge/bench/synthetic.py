@@ -1,5 +1,5 @@
 """Shape-faithful stand-ins for real checkpoints: the exact architecture and vocabulary size,
-random weights (DESIGN §5: no real opus-mt checkpoint can be had here).
+random weights (mtedge/DESIGN.md §5: no real opus-mt checkpoint can be had here).
 
 Speed and memory depend on shapes, not on weights, so such a model measures tokens/s and
 RSS at real scale — with forced output lengths, because a random model would otherwise
@@ -52,7 +52,7 @@ def _train_spm(workdir: Path, vocab_size: int) -> Path:
 
 def write_marian_tokenizer(out_dir: Path, vocab_size: int, pad_id: int) -> None:
     """MarianTokenizer files whose vocab.json covers every id: </s>=0, <unk>=1, the spm pieces,
-    filler pieces, <pad>=last (DESIGN §4.6)."""
+    filler pieces, <pad>=last (mtedge/DESIGN.md §4.6)."""
     import sentencepiece as spm
 
     spm_path = _train_spm(out_dir, SPM_VOCAB)
@@ -93,7 +93,7 @@ def build_synthetic_checkpoint(name: str, out_dir: Path, seed: int = 0) -> Path:
     config = MarianConfig(**values, architectures=["MarianMTModel"])
     model = MarianMTModel(config).eval()
     with torch.no_grad():
-        # CT2 assumes a zero <pad> row (it is the decoder start; DESIGN §4.1)
+        # CT2 assumes a zero <pad> row (it is the decoder start; mtedge/DESIGN.md §4.1)
         model.model.shared.weight[values["pad_token_id"]].zero_()
     model.generation_config = GenerationConfig(
         bad_words_ids=[[values["pad_token_id"]]], decoder_start_token_id=values["decoder_start_token_id"],

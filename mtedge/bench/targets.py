@@ -1,6 +1,6 @@
 """The product's speed/memory/quality targets, as ratios measured within one run.
 
-Timings here swing 10x between runs (DESIGN §4.7), so a target is only ever a ratio of two
+Timings here swing 10x between runs (mtedge/DESIGN.md §4.7), so a target is only ever a ratio of two
 rows of the same run, reported as PASS/MISS — never asserted in tests.
 """
 

@@ -65,7 +65,7 @@ def check_marian_pad(model_dir: Path, pad_id: int, strict: bool, scratch: Path) 
 
     CTranslate2's Marian loader drops the <pad> row and starts the decoder from a zero embedding,
     while PyTorch feeds the <pad> embedding (pad = decoder start). Full fine-tuning can move that
-    row (it is tied to lm_head), and CT2 then silently translates differently (DESIGN §4.1).
+    row (it is tied to lm_head), and CT2 then silently translates differently (mtedge/DESIGN.md §4.1).
     So a nonzero row is zeroed in a temporary copy, the only thing CT2 can represent, and the
     manifest says so; the validation then measures what that costs against PyTorch.
     """
@@ -76,7 +76,7 @@ def check_marian_pad(model_dir: Path, pad_id: int, strict: bool, scratch: Path) 
     if strict:
         raise PadRowError(
             f"the Marian <pad> embedding row (id {pad_id}) is not zero (L2 norm {norm:.4g}); CTranslate2 "
-            f"assumes it is and would translate differently from PyTorch (DESIGN §4.1). Re-zero it after "
+            f"assumes it is and would translate differently from PyTorch (mtedge/DESIGN.md §4.1). Re-zero it after "
             f"each optimizer step in training, or export without --strict-pad to zero it for CT2 only")
     note["pad_row_zeroed"] = True
     return zero_marian_pad_copy(model_dir, pad_id, scratch), note

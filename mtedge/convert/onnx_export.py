@@ -84,7 +84,7 @@ def _quantize_rowwise(fp32_dir: Path, out_dir: Path) -> dict:
 
 
 def _quantize_dynamic(fp32_dir: Path, out_dir: Path, preset: str) -> dict:
-    """onnxruntime's dynamic int8 of every graph, ``If`` subgraphs of the merged decoder included (DESIGN §4.3)."""
+    """onnxruntime's dynamic int8 of every graph, ``If`` subgraphs of the merged decoder included (mtedge/DESIGN.md §4.3)."""
     from optimum.onnxruntime import ORTQuantizer
 
     config = quantization_config(preset)

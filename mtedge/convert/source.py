@@ -113,7 +113,7 @@ def read_generation(model_dir: Path, config: dict) -> dict:
         generation["decoder_start_token_id"] = generation["pad_token_id"]
     if generation["max_new_tokens"] is None:
         # HF counts the decoder start token in max_length for encoder-decoders: at most max_length - 1
-        # tokens are generated. The runtime's max_length has max_new_tokens semantics (DESIGN §4.2).
+        # tokens are generated. The runtime's max_length has max_new_tokens semantics (mtedge/DESIGN.md §4.2).
         generation["max_new_tokens"] = max(1, int(generation["max_length"]) - 1)
     return generation
 

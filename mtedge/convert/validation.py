@@ -1,5 +1,5 @@
 """Export validation: translate a dev set with the PyTorch model (HF generate) and with each export
-through ``mtedge.Translator``, greedy and beam 4 with the same length setting (DESIGN §4.2), and
+through ``mtedge.Translator``, greedy and beam 4 with the same length setting (mtedge/DESIGN.md §4.2), and
 record agreement and BLEU/chrF (with sacrebleu signatures) in the manifest.
 
 The quality gate compares the BLEU an export loses against PyTorch:

@@ -3,7 +3,7 @@
 The engines work on ids; ``mtedge.translator.Translator`` owns text, tokenization, batching and
 defaults. No torch or transformers here.
 
-Length convention (DESIGN §4.2): ``max_length`` counts generated target tokens INCLUDING the final
+Length convention (mtedge/DESIGN.md §4.2): ``max_length`` counts generated target tokens INCLUDING the final
 ``</s>`` (Hugging Face ``max_new_tokens``), and ``min_length`` likewise (HF ``min_new_tokens``).
 The forced target prefix (M2M100/mBART language token) counts as generated, as in HF ``generate``.
 """

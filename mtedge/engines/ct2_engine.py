@@ -3,7 +3,7 @@
 CTranslate2 takes and returns token *strings*: ids go through the bundle vocabulary both ways.
 For Marian that is not optional — CT2 drops the ``<pad>`` row, so its ids are not the model's.
 
-Option mapping, checked against HF ``generate`` on the fixture models (DESIGN §4.2):
+Option mapping, checked against HF ``generate`` on the fixture models (mtedge/DESIGN.md §4.2):
 - ``max_decoding_length`` counts decoding steps: the forced target prefix (language token) and a
   generated ``</s>`` count, like HF ``max_new_tokens``. HF models with a ``forced_eos_token_id``
   spend their last step on a forced ``</s>``, so they get ``max_length - 1`` steps here; models
@@ -47,7 +47,7 @@ def has_forced_eos(generation: dict) -> bool:
 def decoding_steps(max_length: int, forced_eos: bool) -> int:
     """CT2 ``max_decoding_length`` for a runtime ``max_length`` (HF ``max_new_tokens``, ``</s>``
     included): a forced-EOS model spends its last HF step on the forced ``</s>``, which CT2 does not
-    generate, so it gets one step less (DESIGN §4.2). Shared with the bench's raw-CT2 peer."""
+    generate, so it gets one step less (mtedge/DESIGN.md §4.2). Shared with the bench's raw-CT2 peer."""
     return max_length - 1 if forced_eos else max_length
 
 

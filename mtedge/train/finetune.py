@@ -83,7 +83,7 @@ def finetune(request: FinetuneRequest, *, after_step: Callable | None = None) ->
     model, record["method_config"] = apply_method(model, family.name, request.method, request.loop.max_steps)
     full_marian = request.method.method == "full" and family.name == "marian"
     if full_marian:
-        zero_marian_pad_row(model)  # DESIGN §4.1, before the first step as after every one
+        zero_marian_pad_row(model)  # mtedge/DESIGN.md §4.1, before the first step as after every one
 
     _prepare_output_dir(out, request)
     inputs.write_run_record(out, record)

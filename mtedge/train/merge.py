@@ -253,7 +253,7 @@ def _check_embeddings(merged, family: str, pad_row_before, method: str) -> None:
         import torch
 
         # An adapter on attention/FFN modules never touches the embeddings; if the merge did, CT2's
-        # assumption about the decoder-start (<pad>) row would silently break (DESIGN §4.1).
+        # assumption about the decoder-start (<pad>) row would silently break (mtedge/DESIGN.md §4.1).
         if not torch.equal(_pad_rows(merged), pad_row_before):
             raise MergeVerificationError("merging changed Marian's <pad> embedding row; nothing written")
 

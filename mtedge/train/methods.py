@@ -200,7 +200,7 @@ def json_safe(value):
     return getattr(value, "value", str(value))
 
 
-# -- Marian's <pad> row (DESIGN §4.1) -------------------------------------------------------------
+# -- Marian's <pad> row (mtedge/DESIGN.md §4.1) -------------------------------------------------------------
 def zero_marian_pad_row(model) -> None:
     """CTranslate2 assumes Marian's ``<pad>`` embedding (the decoder start) is zero; full training moves it."""
     import torch
