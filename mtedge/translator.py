@@ -224,9 +224,20 @@ class Translator:
         prefix = len(self.tokenizer.target_prefix_ids)
         if max_length <= prefix:
             raise UserError(f"{name('max_length')} must be more than the {prefix} forced target-language token(s)")
+        self._check_beam_memory(beam_size, max_length, vocab, name)
         return DecodeOptions(beam_size=beam_size, max_length=max_length, min_length=min_length,
                              length_penalty=float(length_penalty), num_hypotheses=num_hypotheses,
                              early_stopping=early_stopping, return_scores=bool(return_scores))
+
+    def _check_beam_memory(self, beam_size: int, max_length: int, vocab: int, name) -> None:
+        """Refuse a search that cannot fit in memory for even ONE sentence, before the engine tries (a
+        beam of 100,000 once asked onnxruntime for 29.8 GiB and died with a traceback)."""
+        needed = beam_search_bytes(beam_size, max_length, vocab, self.bundle.manifest.get("model_shape") or {})
+        available = _available_memory()
+        if available and needed > available:
+            raise UserError(f"{name('beam_size')} {beam_size} with {name('max_length')} {max_length} needs about "
+                            f"{needed / 2**30:.1f} GiB for a single sentence; this machine has "
+                            f"{available / 2**30:.1f} GiB available: use a smaller beam or max length")
 
     def close(self) -> None:
         """Free the engine; the Translator cannot translate afterwards."""
@@ -327,6 +338,26 @@ def _check_iterable(what: str, texts) -> None:
         iter(texts)
     except TypeError:
         raise UserError(f"{what} takes a list of strings, got {type(texts).__name__}") from None
+
+
+def beam_search_bytes(beam_size: int, max_length: int, vocab: int, model_shape: dict) -> int:
+    """A lower bound on the memory one sentence's beam search takes: the step's fp32 scores over the
+    vocabulary (logits, log-softmax and the candidates: ~3 copies of [beam, vocab]) and the decoder's
+    self-attention cache at full length (keys and values of every layer, fp32)."""
+    layers = int(model_shape.get("decoder_layers") or 1)
+    width = int(model_shape.get("d_model") or 0)
+    scores = 3 * beam_size * vocab * 4
+    cache = 2 * layers * beam_size * max_length * width * 4
+    return scores + cache
+
+
+def _available_memory() -> int | None:
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except Exception:  # pragma: no cover - psutil is a dependency; an exotic platform may not report
+        return None
 
 
 def _is_int(value) -> bool:

@@ -174,6 +174,23 @@ def test_api_options_out_of_range_are_user_errors(translators, engine, options, 
     assert_one_line(info.value, fragment)
 
 
+def test_beam_search_memory_is_estimated_and_an_absurd_search_refused(translators, monkeypatch):
+    from mtedge import translator as translator_mod
+
+    # opus-mt-en-de's shape (vocab 58101, d512, 6 decoder layers): beam 50,000 cannot fit in any machine here
+    opus = {"decoder_layers": 6, "d_model": 512}
+    assert translator_mod.beam_search_bytes(50_000, 512, 58_101, opus) > 60 * 2**30
+    assert translator_mod.beam_search_bytes(4, 256, 58_101, opus) < 2**25  # a normal search: tens of MB
+    translator = translators("ct2")
+    # the tiny model's beams are cheap, so the check is shown against a machine with 64 KiB to spare
+    monkeypatch.setattr(translator_mod, "_available_memory", lambda: 64 * 1024)
+    with pytest.raises(UserError) as info:
+        translator.translate([SENTENCE], beam_size=100)
+    assert_one_line(info.value, "beam_size 100 with max_length", "for a single sentence", "use a smaller beam")
+    monkeypatch.setattr(translator_mod, "_available_memory", lambda: 2**34)
+    assert translator.translate([SENTENCE], beam_size=100)[0].text
+
+
 # -- 2. output paths: the input itself, nowhere to write, full devices, closed streams --------------
 def _input(tmp_path: Path) -> Path:
     path = tmp_path / "same.txt"
