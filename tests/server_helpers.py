@@ -7,10 +7,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
+
+from mtedge.server.ready import wait_until_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,18 +45,10 @@ class ServerProcess:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
         self._log = open(self.log_path, "w", encoding="utf-8")
         self.proc = subprocess.Popen(self.command, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + self.start_timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mtedge serve exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"mtedge serve did not answer /health within {self.start_timeout} s:\n{self.log()}")
+        problem = wait_until_ready(self.url, self.proc, self.start_timeout)
+        if problem:
+            self.stop()
+            raise RuntimeError(f"mtedge serve: {problem}:\n{self.log()}")
 
     def terminate(self, timeout: float = 30.0) -> int:
         """SIGTERM and wait: the exit status."""

@@ -337,7 +337,9 @@ def test_full_queue_is_503_and_a_late_result_is_504(slow_server):
     request = {"q": "the cat", "source": "en", "target": "de"}
     with ThreadPoolExecutor(1) as pool:
         first = pool.submit(_post, slow_server, json=request)
-        time.sleep(0.2)
+        deadline = time.monotonic() + 10  # the first request must be in the queue before the second comes
+        while slow_server.metrics()["queued"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
         second = _post(slow_server, json=request)
         first = first.result(timeout=30)
     assert second.status_code == 503 and "queue is full" in second.json()["error"]

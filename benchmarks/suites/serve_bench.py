@@ -70,18 +70,12 @@ class Server:
         self.proc = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                sys.exit(f"error: the server exited with {self.proc.returncode}; see {self.log.name}")
-            try:
-                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        sys.exit(f"error: the server did not answer /health within {timeout} s")
+        from mtedge.server.ready import wait_until_ready
+
+        problem = wait_until_ready(self.url, self.proc, timeout)
+        if problem:
+            self.stop()
+            sys.exit(f"error: {problem}; see {self.log.name}")
 
     def metrics(self) -> dict:
         return httpx.get(self.url + "/metrics", timeout=30).json()
