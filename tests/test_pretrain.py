@@ -92,6 +92,35 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(finished_run, tm
         assert torch.allclose(tensor, resumed[name], atol=1e-6), name
 
 
+def test_sigterm_stops_after_the_step_with_a_checkpoint_that_resumes_exactly(finished_run, tmp_path):
+    """``kill`` of a background run (where SIGINT is ignored) keeps every finished step."""
+    import os
+    import signal
+
+    out_full, _ = finished_run
+    out = tmp_path / "run"
+
+    def terminate_at_step_8(model, calls=[0]):
+        calls[0] += 1
+        if calls[0] == 1 + 8:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    from mtedge.train import pretrain as pretrain_mod
+
+    original = pretrain_mod.zero_pad_row
+    pretrain_mod.zero_pad_row = lambda model: (original(model), terminate_at_step_8(model))
+    try:
+        with pytest.raises(KeyboardInterrupt, match="at step 8; resumable checkpoint"):
+            _run(out)
+    finally:
+        pretrain_mod.zero_pad_row = original
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the loop's handler is gone again
+    assert _run(out).steps == 12
+    full, resumed = _weights(out_full / "checkpoint"), _weights(out / "checkpoint")
+    for name, tensor in full.items():
+        assert torch.allclose(tensor, resumed[name], atol=1e-6), name
+
+
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint(tmp_path):
     from mtedge.train import pretrain as pretrain_mod
 
@@ -168,6 +197,20 @@ def test_cli_trains_a_tiny_model(data_files, tmp_path):
     assert Path(proc.stdout.strip()) == out / "best"
     summary = json.loads((out / "result.json").read_text())
     assert summary["steps"] == 4 and summary["signatures"]["bleu"].startswith("nrefs:1|")
+
+
+def test_cli_linear_decay_reaches_zero_at_max_steps(data_files, tmp_path):
+    out = tmp_path / "out"
+    proc = _cli("pretrain", "--train", str(data_files / "train.tsv"), "--dev", str(data_files / "dev.tsv"),
+                "-o", str(out), "--vocab-size", "150", "--d-model", "32", "--encoder-layers", "1",
+                "--decoder-layers", "1", "--heads", "2", "--ffn-dim", "64", "--max-steps", "4", "--eval-every", "2",
+                "--eval-sentences", "4", "--warmup-steps", "1", "--batch-tokens", "600", "--threads", "1",
+                "--learning-rate", "3e-3", "--decay", "linear", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((out / "pretrain_config.json").read_text())["loop"]["decay"] == "linear"
+    lrs = {r["step"]: r["lr"] for r in map(json.loads, (out / "train_log.jsonl").read_text().splitlines())}
+    # warmup 1 step, then 3e-3 * (4 - step) / 3: halfway down at step 2... (2/3), nothing left at step 4
+    assert lrs[2] == pytest.approx(2e-3) and lrs[4] == 0.0
 
 
 def test_missing_dev_pairs_is_a_user_error(tmp_path):

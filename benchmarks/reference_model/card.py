@@ -22,6 +22,8 @@ REQUIRED_FILES = ("config.json", "generation_config.json", "model.safetensors", 
 SKIPPED_FILES = ("averaged_from.json",)  # provenance that the card carries instead
 TEST_SETS = ("bible", "sysmsg", "webui")
 MAX_MB = 60  # the one large file the repository accepts
+DECAY_WORDS = {"inverse_sqrt": "inverse-sqrt decay", "linear": "linear decay to 0 at the last step",
+               "constant": "constant"}
 
 
 def weights_dir(run: Path, weights: str, average: int) -> Path:
@@ -171,7 +173,7 @@ benchmarks/reference_model/train.sh           # mtedge pretrain ... (resumes if 
 | parameters | {pretrain_config['parameters'] / 1e6:.2f} M ({weights_mb:.1f} MB fp32 safetensors) |
 | vocabulary | shared sentencepiece unigram, {size['vocab_size']} pieces (en+de), placeholders `%s %d {{ }}` kept whole |
 | training data | `bible` train + `sysmsg` train (below); {excluded.get('dropped_training_pairs', 0)} training pairs whose source is in `webui` dev/test were dropped |
-| schedule | AdamW (0.9, 0.98), peak lr {loop['learning_rate']} after {loop['warmup_steps']} warmup steps, then inverse-sqrt decay; {loop['batch_tokens']} padded tokens per batch x {loop['grad_accum']}; label smoothing {loop['label_smoothing']}, dropout {size['dropout']}, clip {loop['clip_norm']}, seed {loop['seed']} |
+| schedule | AdamW (0.9, 0.98), peak lr {loop['learning_rate']} after {loop['warmup_steps']} warmup steps, then {DECAY_WORDS[loop.get('decay', 'inverse_sqrt')]}; {loop['batch_tokens']} padded tokens per batch x {loop['grad_accum']}; label smoothing {loop['label_smoothing']}, dropout {size['dropout']}, clip {loop['clip_norm']}, seed {loop['seed']} |
 | precision | {loop.get('precision', 'fp32')} (bf16 autocast where the CPU has AMX/AVX512-BF16; weights and optimizer fp32) |
 | training | {last['step']} optimizer steps in {hours:.2f} h ({steps_per_s:.2f} steps/s, ~{tokens_per_s:,.0f} padded tokens/s; evaluations excluded) |
 | published weights | {what}; best greedy dev BLEU during the run {best['dev_bleu']} (chrF {best['dev_chrf']}) at step {best['step']}, on the first {best['dev_n']} of bible+sysmsg dev interleaved |

@@ -34,6 +34,10 @@ from mtedge.errors import UserError
 @click.option("--max-steps", default=10000, show_default=True, type=click.IntRange(min=1))
 @click.option("--learning-rate", default=1e-3, show_default=True, type=click.FloatRange(min=0, min_open=True))
 @click.option("--warmup-steps", default=800, show_default=True, type=click.IntRange(min=0))
+@click.option("--decay", default="inverse_sqrt", show_default=True,
+              type=click.Choice(["inverse_sqrt", "linear", "constant"]),
+              help="Learning rate after warmup: inverse-sqrt, linear to 0 at --max-steps (best final model for a "
+                   "known budget), or constant.")
 @click.option("--batch-tokens", default=4096, show_default=True, type=click.IntRange(min=16),
               help="Padded source+target tokens per micro-batch.")
 @click.option("--grad-accum", default=1, show_default=True, type=click.IntRange(min=1))
@@ -60,7 +64,7 @@ from mtedge.errors import UserError
 @click.option("--force", is_flag=True, help="Delete an existing OUTPUT and start over.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def command(train_files, dev_files, exclude_files, output, arch, vocab_size, d_model, encoder_layers, decoder_layers, heads, ffn_dim,
-            init_std, dropout, max_steps, learning_rate, warmup_steps, batch_tokens, grad_accum, eval_every, eval_sentences,
+            init_std, dropout, max_steps, learning_rate, warmup_steps, decay, batch_tokens, grad_accum, eval_every, eval_sentences,
             patience, max_length, max_hours, precision, keep_snapshots, label_smoothing, seed, device, threads, source_lang, target_lang, resume, force, quiet):
     """Train a seq2seq model and its sentencepiece vocabulary from scratch.
 
@@ -88,7 +92,7 @@ def command(train_files, dev_files, exclude_files, output, arch, vocab_size, d_m
     size = ModelShape(arch=arch, vocab_size=vocab_size, d_model=d_model, encoder_layers=encoder_layers,
                       decoder_layers=decoder_layers, attention_heads=heads, ffn_dim=ffn_dim,
                       max_positions=max(256, max_length + 2), dropout=dropout, init_std=init_std)
-    loop = LoopConfig(max_steps=max_steps, learning_rate=learning_rate, warmup_steps=warmup_steps,
+    loop = LoopConfig(max_steps=max_steps, learning_rate=learning_rate, warmup_steps=warmup_steps, decay=decay,
                       batch_tokens=batch_tokens, grad_accum=grad_accum, eval_every=eval_every,
                       eval_max_sentences=eval_sentences, patience=patience, max_source_length=max_length,
                       max_target_length=max_length, seed=seed, device=device, threads=threads,

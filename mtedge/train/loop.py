@@ -12,7 +12,9 @@ What it does, whatever is being trained:
 - resume: a run pointed at a directory holding ``checkpoint/`` carries on from it, seeing exactly the
   batches an uninterrupted run would have seen;
 - a NaN/inf loss stops the run with a clear message, leaving the last good checkpoint untouched;
-- Ctrl-C writes a resumable checkpoint before the interrupt propagates.
+- Ctrl-C writes a resumable checkpoint before the interrupt propagates; so does SIGTERM (``kill``, a job
+  scheduler), at the next step boundary: a job started in the background from a script ignores SIGINT, so
+  without this ``kill`` lost every step since the last evaluation.
 
 The caller says how a model is saved and restored (``save_model``/``load_model``): full weights for
 pretraining and full fine-tuning, adapter weights for PEFT.
@@ -25,7 +27,10 @@ import math
 import os
 import random
 import shutil
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -188,6 +193,25 @@ def _replace_dir(staging: Path, target: Path) -> None:
         os.replace(target, old)
     os.replace(staging, target)
     shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def _sigterm_requests_stop():
+    """Yield a one-element list that becomes ``[True]`` once SIGTERM arrives; the loop stops after the
+    step in progress (never half-way through an optimizer update) and checkpoints."""
+    requested = [False]
+    if threading.current_thread() is not threading.main_thread():
+        yield requested  # signal handlers can only be installed from the main thread
+        return
+
+    def handler(signum, frame):
+        requested[0] = True
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield requested
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 # -- the loop ----------------------------------------------------------------------------------
@@ -376,36 +400,43 @@ def train_loop(model, tokenizer, train_pairs, dev_pairs, out_dir: str | Path, co
     run = _Run(model, tokenizer, train_pairs, dev_pairs, out_dir, config, save_model, load_model, after_step,
                progress, meta, step_hook)
     resumed = run.try_resume()
-    stopped = "max_steps"
     bar = tqdm(total=config.max_steps, initial=run.step, disable=not progress, unit="step",
                desc="resumed" if resumed else "training", dynamic_ncols=True)
     started = time.perf_counter()
-    try:
-        if run.step == 0:
-            run.run_eval(None)  # the starting point: what the model scores before any update
-        while run.step < config.max_steps:
-            tick = time.perf_counter()
-            loss = run.train_step()
-            run.trained_seconds += time.perf_counter() - tick
-            run.loss_window = (run.loss_window + [loss])[-50:]
-            bar.update(1)
-            mean_loss = sum(run.loss_window) / len(run.loss_window)
-            bar.set_postfix(loss=f"{mean_loss:.3f}", dev_bleu=run.best_bleu, refresh=False)
-            if run.step % config.eval_every == 0 or run.step == config.max_steps:
-                run.run_eval(mean_loss)
-                if config.patience and run.bad_evals >= config.patience:
-                    stopped = "early_stopping"
-                    break
-            if config.max_wall_seconds and time.perf_counter() - started > config.max_wall_seconds:
-                run.save_checkpoint()
-                stopped = "time_limit"
+    with _sigterm_requests_stop() as terminate:
+        try:
+            return _loop_until_done(run, config, bar, started, terminate)
+        except KeyboardInterrupt:
+            if run.step_start is not None:
+                run.epoch, run.position = run.step_start
+            run.save_checkpoint()
+            bar.close()
+            raise KeyboardInterrupt(f"interrupted at step {run.step}; resumable checkpoint in {run.checkpoint_dir()}")
+
+
+def _loop_until_done(run: _Run, config: LoopConfig, bar, started: float, terminate: list) -> LoopResult:
+    stopped = "max_steps"
+    if run.step == 0:
+        run.run_eval(None)  # the starting point: what the model scores before any update
+    while run.step < config.max_steps:
+        tick = time.perf_counter()
+        loss = run.train_step()
+        run.trained_seconds += time.perf_counter() - tick
+        run.loss_window = (run.loss_window + [loss])[-50:]
+        bar.update(1)
+        mean_loss = sum(run.loss_window) / len(run.loss_window)
+        bar.set_postfix(loss=f"{mean_loss:.3f}", dev_bleu=run.best_bleu, refresh=False)
+        if run.step % config.eval_every == 0 or run.step == config.max_steps:
+            run.run_eval(mean_loss)
+            if config.patience and run.bad_evals >= config.patience:
+                stopped = "early_stopping"
                 break
-    except KeyboardInterrupt:
-        if run.step_start is not None:
-            run.epoch, run.position = run.step_start
-        run.save_checkpoint()
-        bar.close()
-        raise KeyboardInterrupt(f"interrupted at step {run.step}; resumable checkpoint in {run.checkpoint_dir()}")
+        if config.max_wall_seconds and time.perf_counter() - started > config.max_wall_seconds:
+            run.save_checkpoint()
+            stopped = "time_limit"
+            break
+        if terminate[0]:
+            raise KeyboardInterrupt  # the step is complete: the checkpoint continues after it
     bar.close()
     best_dir = run.out_dir / BEST_DIR
     return LoopResult(out_dir=run.out_dir, best_dir=best_dir if best_dir.exists() else None,
