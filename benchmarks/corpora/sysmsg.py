@@ -114,18 +114,23 @@ def fetch_debs(packages=PACKAGES, cache: Path = DEB_DIR) -> dict[str, Path]:
         return found
 
     debs = cached()
-    missing = [p for p in packages if p not in debs]
+    # a cached fallback (another version) is retried too: the pinned one may be reachable now
+    missing = [p for p in packages if p not in debs or _deb_field(debs[p], "Version") != PINNED[p]]
     if missing:
         try:
             run(["apt-get", "download", *(f"{p}={PINNED[p]}" for p in missing)], cwd=cache)
         except subprocess.CalledProcessError:
+            # A machine image's package lists can predate the pinned point-release versions (seen: eog
+            # 43.2-1+deb12u1 and three more were unknown until `apt-get update`): refresh them once.
+            run(["apt-get", "update", "-qq"], cwd=cache)
             for name in missing:  # one at a time, so one vanished version does not stop the rest
                 try:
                     run(["apt-get", "download", f"{name}={PINNED[name]}"], cwd=cache)
                 except subprocess.CalledProcessError:
                     print(f"warning: {name}={PINNED[name]} is no longer in the archive; taking the current "
                           f"version (the splits will differ from the recorded hashes)", flush=True)
-                    run(["apt-get", "download", name], cwd=cache)
+                    if name not in debs:
+                        run(["apt-get", "download", name], cwd=cache)
         debs = cached()
     still = [p for p in packages if p not in debs]
     if still:
@@ -141,7 +146,7 @@ def build(seed: int = 0) -> dict:
     packages = {}
     for name in PACKAGES:
         deb = debs[name]
-        target = unpack_root / name
+        target = unpack_root / deb.stem  # per version: a cached fallback must not stand in for the pinned one
         if not target.exists():
             partial = target.with_name(target.name + ".partial")
             shutil.rmtree(partial, ignore_errors=True)  # an earlier run stopped half-way
