@@ -16,7 +16,8 @@ from mtedge import __version__
 from mtedge.errors import UserError
 
 # name -> module under mtedge.commands that defines a click command called `command`
-SUBCOMMANDS = ["pretrain", "average", "train", "merge", "export", "translate", "bench", "info", "serve"]
+SUBCOMMANDS = ["pretrain", "average", "train", "merge", "export", "translate", "translate-corpus", "bench", "info",
+               "serve"]
 
 
 class _LazyGroup(click.Group):
@@ -32,11 +33,12 @@ class _LazyGroup(click.Group):
     def _load(name):
         if name not in SUBCOMMANDS:
             return None
+        module_name = f"mtedge.commands.{name.replace('-', '_')}"  # translate-corpus -> translate_corpus
         try:
-            module = importlib.import_module(f"mtedge.commands.{name}")
+            module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
             # A subcommand whose module has not landed yet is simply absent.
-            if exc.name == f"mtedge.commands.{name}":
+            if exc.name == module_name:
                 return None
             raise
         return module.command
@@ -51,7 +53,7 @@ def cli():
 # Heavy libraries and the extra that installs them: a runtime-only install lacks them by design.
 EXTRA_FOR_MODULE = {"torch": "train", "transformers": "train", "peft": "train", "safetensors": "train",
                     "sacrebleu": "train", "polib": "data", "optimum": "export", "onnx": "export",
-                    "matplotlib": "bench", "starlette": "serve", "uvicorn": "serve"}
+                    "matplotlib": "bench", "starlette": "serve", "uvicorn": "serve", "ray": "distributed"}
 
 
 def main(argv=None):

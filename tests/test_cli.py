@@ -34,7 +34,7 @@ def test_version():
 
 def _landed(name: str) -> bool:
     # A subcommand is listed once its module exists; until then the CLI must not pretend it does.
-    return importlib.util.find_spec(f"mtedge.commands.{name}") is not None
+    return importlib.util.find_spec(f"mtedge.commands.{name.replace('-', '_')}") is not None
 
 
 def _listed_commands(help_text: str) -> list[str]:
