@@ -3,7 +3,7 @@
 # Re-running it resumes from benchmarks/reference_model/run/checkpoint if a run was stopped; a resumed run
 # with another shape or other data is refused. Pass --device cuda (and a larger MAX_HOURS) on a GPU machine.
 #
-# Why this recipe (v2), from the measured curves (benchmarks/reference_model/v2-run/README.md):
+# Why this recipe (v2), from the measured curves (benchmarks/reference_model/attempt-m2m100/README.md):
 # - marian (post-LayerNorm, opus-mt's layout), d256, 4 encoder + 1 decoder layers, init std d_model**-0.5:
 #   on the v2 data this shape reached greedy bible dev BLEU 7.9 after 4,500 steps, while the pre-LN m2m100
 #   6+2 at lr 1.5e-3 was still at 2.4 after 5,000 (it stayed source-blind far longer). One decoder layer
