@@ -121,6 +121,29 @@ def test_sigterm_stops_after_the_step_with_a_checkpoint_that_resumes_exactly(fin
         assert torch.allclose(tensor, resumed[name], atol=1e-6), name
 
 
+def test_init_from_starts_at_the_published_model_with_its_vocabulary(finished_run, tmp_path):
+    out_full, result = finished_run
+    best = json.loads((out_full / "train_log.jsonl").read_text().splitlines()[-1])  # the last eval
+    out = tmp_path / "continued"
+    pretrain(TRAIN, DEV, out, SIZE, _loop(max_steps=2, eval_every=2), init_from=out_full / "checkpoint",
+             progress=False, log=lambda m: None)
+    start = json.loads((out / "train_log.jsonl").read_text().splitlines()[0])
+    assert start["step"] == 0 and start["dev_bleu"] == best["dev_bleu"] and start["dev_chrf"] == best["dev_chrf"]
+    for name in ("source.spm", "vocab.json"):
+        assert (out / "tokenizer" / name).read_bytes() == (out_full / "checkpoint" / name).read_bytes()
+    assert json.loads((out / "pretrain_config.json").read_text())["init_from"] == str(out_full / "checkpoint")
+
+
+def test_init_from_a_model_of_another_shape_is_refused_naming_it(finished_run, tmp_path):
+    out_full, _ = finished_run
+    wider = ModelShape(**{**SIZE.__dict__, "d_model": 64})
+    with pytest.raises(UserError, match=r"another shape: d_model 32 \(asked 64\)"):
+        pretrain(TRAIN, DEV, tmp_path / "x", wider, _loop(), init_from=out_full / "checkpoint", progress=False,
+                 log=lambda m: None)
+    with pytest.raises(UserError, match="no config.json"):
+        pretrain(TRAIN, DEV, tmp_path / "y", SIZE, _loop(), init_from=tmp_path, progress=False, log=lambda m: None)
+
+
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_checkpoint(tmp_path):
     from mtedge.train import pretrain as pretrain_mod
 

@@ -60,12 +60,15 @@ from mtedge.errors import UserError
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for torch.")
 @click.option("--source-lang", default="en", show_default=True)
 @click.option("--target-lang", default="de", show_default=True)
+@click.option("--init-from", type=click.Path(file_okay=False, path_type=Path),
+              help="Start from this model's weights and vocabulary (same shape; e.g. the published checkpoint "
+                   "of an earlier run whose run directory is gone) instead of from scratch.")
 @click.option("--resume", is_flag=True, help="Continue the run in OUTPUT from its last checkpoint.")
 @click.option("--force", is_flag=True, help="Delete an existing OUTPUT and start over.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def command(train_files, dev_files, exclude_files, output, arch, vocab_size, d_model, encoder_layers, decoder_layers, heads, ffn_dim,
             init_std, dropout, max_steps, learning_rate, warmup_steps, decay, batch_tokens, grad_accum, eval_every, eval_sentences,
-            patience, max_length, max_hours, precision, keep_snapshots, label_smoothing, seed, device, threads, source_lang, target_lang, resume, force, quiet):
+            patience, max_length, max_hours, precision, keep_snapshots, label_smoothing, seed, device, threads, source_lang, target_lang, init_from, resume, force, quiet):
     """Train a seq2seq model and its sentencepiece vocabulary from scratch.
 
     The best checkpoint (by dev BLEU) is written to OUTPUT/best, a plain Hugging Face model directory.
@@ -99,7 +102,7 @@ def command(train_files, dev_files, exclude_files, output, arch, vocab_size, d_m
                       max_wall_seconds=max_hours * 3600 if max_hours else None, precision=precision,
                       keep_snapshots=keep_snapshots, label_smoothing=label_smoothing)
     result = pretrain(train_pairs, dev_pairs, out, size, loop, source_lang=source_lang, target_lang=target_lang,
-                      data_meta=data_meta, progress=not quiet,
+                      data_meta=data_meta, init_from=init_from, progress=not quiet,
                       log=lambda m: click.echo(m, err=True))
     summary = {"best_dir": str(result.best_dir), "best_step": result.best_step, "best_dev_bleu": result.best_bleu,
                "best_dev_chrf": result.best_chrf, "signatures": result.signatures, "steps": result.steps,

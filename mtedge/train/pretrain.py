@@ -226,18 +226,54 @@ def check_resumable(out_dir: Path, size: ModelShape, data_meta: dict) -> None:
                         f"use the original settings, or --force to start over")
 
 
+TOKENIZER_FILES = {"marian": ("source.spm", "target.spm", "vocab.json", "tokenizer_config.json",
+                               "special_tokens_map.json"),
+                   "m2m100": ("sentencepiece.bpe.model", "vocab.json", "tokenizer_config.json",
+                              "special_tokens_map.json")}
+
+
+def check_init_model(init_from: Path, size: ModelShape) -> None:
+    """``--init-from`` must name a model of exactly this shape, with its tokenizer: its weights are the start."""
+    init_from = Path(init_from)
+    config_path = init_from / "config.json"
+    if not config_path.is_file():
+        raise UserError(f"--init-from {init_from}: no config.json (a model directory, e.g. a published checkpoint)")
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    want = {"model_type": {"marian": "marian", "m2m100": "m2m_100"}[size.arch], "d_model": size.d_model, "encoder_layers": size.encoder_layers,
+            "decoder_layers": size.decoder_layers, "encoder_attention_heads": size.attention_heads,
+            "encoder_ffn_dim": size.ffn_dim, "max_position_embeddings": size.max_positions}
+    changed = [f"{key} {config.get(key)!r} (asked {value!r})" for key, value in want.items() if config.get(key) != value]
+    if changed:
+        raise UserError(f"--init-from {init_from} has another shape: {'; '.join(changed)}; "
+                        f"give the same --arch/--d-model/layers/--heads/--ffn-dim/--max-length")
+    missing = [name for name in TOKENIZER_FILES[size.arch] + ("model.safetensors",) if not (init_from / name).is_file()]
+    if missing:
+        raise UserError(f"--init-from {init_from} lacks {', '.join(missing)}")
+
+
 def pretrain(train_pairs, dev_pairs, out_dir: Path, size: ModelShape, loop: LoopConfig, *,
              source_lang: str = "en", target_lang: str = "de", data_meta: dict | None = None,
-             progress: bool = True, log=print) -> LoopResult:
-    """Train (or resume) a from-scratch model in ``out_dir``; the best model ends in ``out_dir/best``."""
+             init_from: Path | None = None, progress: bool = True, log=print) -> LoopResult:
+    """Train (or resume) a model in ``out_dir``; the best model ends in ``out_dir/best``.
+
+    From scratch, or with ``init_from``: the weights and vocabulary of an earlier run's published model (the
+    run directory with its optimizer state lives on one machine; a checkpoint in git outlives it). The
+    optimizer starts fresh, with its own warmup.
+    """
     import torch
 
     if size.arch not in ARCHITECTURES:
         raise UserError(f"unknown architecture {size.arch!r}; supported: {', '.join(ARCHITECTURES)}")
+    if init_from is not None:
+        check_init_model(init_from, size)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tok_dir = out_dir / "tokenizer"
     torch.manual_seed(loop.seed)
+    if init_from is not None and not (tok_dir / "vocab.json").is_file():
+        tok_dir.mkdir(parents=True)
+        for name in TOKENIZER_FILES[size.arch]:
+            shutil.copyfile(Path(init_from) / name, tok_dir / name)
     if not (tok_dir / "vocab.json").is_file():
         log(f"[pretrain] sentencepiece: {size.vocab_size} pieces, shared en+de")
         with tempfile.TemporaryDirectory() as scratch:
@@ -247,12 +283,19 @@ def pretrain(train_pairs, dev_pairs, out_dir: Path, size: ModelShape, loop: Loop
             shutil.copytree(Path(scratch) / "tok", tok_dir)
     tok = load_tokenizer(size.arch, tok_dir)
     model, generation = build_model(tok, size, loop.max_target_length)
+    if init_from is not None:  # a resumed run's checkpoint replaces these weights again in train_loop
+        from safetensors.torch import load_model as load_safetensors
+
+        load_safetensors(model, str(Path(init_from) / "model.safetensors"), strict=False)
+        model.tie_weights()
+        log(f"[pretrain] initialized from {init_from}")
     n_params = sum(p.numel() for p in model.parameters())
     log(f"[pretrain] {size.arch} {size.d_model}d {size.encoder_layers}+{size.decoder_layers} layers, "
         f"{n_params / 1e6:.1f}M parameters, {len(train_pairs)} training pairs")
     check_resumable(out_dir, size, data_meta or {})
     (out_dir / "pretrain_config.json").write_text(json.dumps(
-        {"size": asdict(size), "loop": asdict(loop), "parameters": n_params, "data": data_meta or {}},
+        {"size": asdict(size), "loop": asdict(loop), "parameters": n_params, "data": data_meta or {},
+         "init_from": str(init_from) if init_from is not None else None},
         indent=2) + "\n", encoding="utf-8")
     save_model, load_model = full_model_io(tok, generation)
     return train_loop(model, tok, train_pairs, dev_pairs, out_dir, loop, save_model=save_model,
