@@ -22,7 +22,7 @@ REQUIRED_FILES = ("config.json", "generation_config.json", "model.safetensors", 
 SKIPPED_FILES = ("averaged_from.json",)  # provenance that the card carries instead
 TEST_SETS = ("bible", "sysmsg", "webui")
 MAX_MB = 60  # the one large file the repository accepts
-DECAY_WORDS = {"inverse_sqrt": "inverse-sqrt decay", "linear": "linear decay to 0 at the last step",
+DECAY_WORDS = {"inverse_sqrt": "inverse-sqrt decay", "linear": "linear decay to 0 at step {max_steps}",
                "constant": "constant"}
 
 
@@ -103,15 +103,28 @@ def translate_samples(model_dir: Path, threads: int) -> list[dict]:
     return [{"corpus": c, "source": src, "output": hyp, "reference": ref} for (c, src, ref), hyp in zip(picks, out)]
 
 
+def checkpoint_progress(run: Path) -> dict:
+    """Steps and training seconds of the run's last checkpoint (may be later than its last evaluation)."""
+    import torch
+
+    from mtedge.train.loop import CHECKPOINT_DIR, STATE_NAME
+
+    path = run / CHECKPOINT_DIR / STATE_NAME
+    if not path.is_file():
+        return {}
+    state = torch.load(path, map_location="cpu", weights_only=False)["state"]
+    return {"step": state["step"], "trained_seconds": state["trained_seconds"]}
+
+
 def write_card(run: Path, dest: Path, scores: dict, samples: list[dict], weights: str, average: int) -> None:
     from benchmarks.reference_model.curve import plot_learning_curve
     from mtedge.bench.machine import describe_machine
 
     pretrain_config = json.loads((run / "pretrain_config.json").read_text())
     log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
-    last = log[-1]
+    last = {**log[-1], **checkpoint_progress(run)}  # a run stopped by --max-hours went on after its last eval
     best = max(log, key=lambda r: r["dev_bleu"])
-    published = {"best": best, "checkpoint": last, "averaged": last}[weights]
+    published = {"best": best, "checkpoint": last, "averaged": log[-1]}[weights]
     machine = describe_machine()
     size, loop = pretrain_config["size"], pretrain_config["loop"]
     hashes = corpus_hashes()
@@ -123,7 +136,7 @@ def write_card(run: Path, dest: Path, scores: dict, samples: list[dict], weights
     what = {"best": f"the best dev BLEU checkpoint (step {best['step']})",
             "checkpoint": f"the last step ({last['step']})",
             "averaged": f"the mean of the last {average} snapshots (every {loop['eval_every']} steps, up to step "
-                        f"{last['step']})"}[weights]
+                        f"{log[-1]['step']})"}[weights]
     record = {"scores_beam4": scores, "samples_beam4": samples, "weights": weights, "averaged_snapshots":
               average if weights == "averaged" else None, "published_step": published["step"],
               "best_dev_bleu": best["dev_bleu"], "best_dev_step": best["step"], "dev_signature": best["signature"],
@@ -173,7 +186,7 @@ benchmarks/reference_model/train.sh           # mtedge pretrain ... (resumes if 
 | parameters | {pretrain_config['parameters'] / 1e6:.2f} M ({weights_mb:.1f} MB fp32 safetensors) |
 | vocabulary | shared sentencepiece unigram, {size['vocab_size']} pieces (en+de), placeholders `%s %d {{ }}` kept whole |
 | training data | `bible` train + `sysmsg` train (below); {excluded.get('dropped_training_pairs', 0)} training pairs whose source is in `webui` dev/test were dropped |
-| schedule | AdamW (0.9, 0.98), peak lr {loop['learning_rate']} after {loop['warmup_steps']} warmup steps, then {DECAY_WORDS[loop.get('decay', 'inverse_sqrt')]}; {loop['batch_tokens']} padded tokens per batch x {loop['grad_accum']}; label smoothing {loop['label_smoothing']}, dropout {size['dropout']}, clip {loop['clip_norm']}, seed {loop['seed']} |
+| schedule | AdamW (0.9, 0.98), peak lr {loop['learning_rate']} after {loop['warmup_steps']} warmup steps, then {DECAY_WORDS[loop.get('decay', 'inverse_sqrt')].format(max_steps=loop['max_steps'])}; {loop['batch_tokens']} padded tokens per batch x {loop['grad_accum']}; label smoothing {loop['label_smoothing']}, dropout {size['dropout']}, clip {loop['clip_norm']}, seed {loop['seed']} |
 | precision | {loop.get('precision', 'fp32')} (bf16 autocast where the CPU has AMX/AVX512-BF16; weights and optimizer fp32) |
 | training | {last['step']} optimizer steps in {hours:.2f} h ({steps_per_s:.2f} steps/s, ~{tokens_per_s:,.0f} padded tokens/s; evaluations excluded) |
 | published weights | {what}; best greedy dev BLEU during the run {best['dev_bleu']} (chrF {best['dev_chrf']}) at step {best['step']}, on the first {best['dev_n']} of bible+sysmsg dev interleaved |
