@@ -75,5 +75,6 @@ def test_rowwise_int8_rows_are_independent_and_close_to_fp32(tmp_path, opset):
 def test_weight_columns_quantize_symmetrically():
     weight = np.array([[1.0, -0.5], [-2.0, 0.25]], np.float32)
     q, scale = quantize_weight_columns(weight)
-    assert q.dtype == np.int8 and q[1, 0] == -127 and q[0, 1] == -127 and q[1, 1] == 64
+    # 7 bits: u8 x s8 pair sums stay inside int16 on CPUs without VNNI (VPMADDUBSW saturates)
+    assert q.dtype == np.int8 and q[1, 0] == -63 and q[0, 1] == -63 and q[1, 1] in (31, 32) and np.abs(q).max() <= 63
     assert np.allclose(q * scale, weight, atol=scale.max() / 2)

@@ -25,13 +25,19 @@ from pathlib import Path
 import numpy as np
 
 QMAX = 127.0
+# MatMul weights use 7 bits. On x86 CPUs without VNNI (AVX2 only, e.g. the AMD EPYC machines here), MLAS's
+# u8 x s8 kernel sums pairs of products with VPMADDUBSW, which saturates at int16: 255 * 127 * 2 overflows,
+# 255 * 63 * 2 = 32,130 does not. With 8-bit weights one logit of a test layer came out 4.8 off on such a
+# machine (tests/test_rowwise_int8.py; onnxruntime's quantization docs name the same limit, "reduce_range").
+# A bundle is exported once and run anywhere, so the weights are made safe for every kernel.
+WEIGHT_QMAX = 63.0
 EPS = 1e-12  # scale floor: an all-zero row (a padding position) quantizes to zeros, not NaN
 
 
 def quantize_weight_columns(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric int8 per output column of ``weight [K, N]``: (int8 [K, N], fp32 scales [N])."""
-    scale = np.maximum(np.abs(weight).max(axis=0), EPS) / QMAX
-    return np.clip(np.round(weight / scale), -QMAX, QMAX).astype(np.int8), scale.astype(np.float32)
+    """Symmetric 7-bit-in-int8 per output column of ``weight [K, N]``: (int8 [K, N], fp32 scales [N])."""
+    scale = np.maximum(np.abs(weight).max(axis=0), EPS) / WEIGHT_QMAX
+    return np.clip(np.round(weight / scale), -WEIGHT_QMAX, WEIGHT_QMAX).astype(np.int8), scale.astype(np.float32)
 
 
 def quantize_weight_rows(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
