@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from mtedge.errors import BundleError
@@ -166,6 +167,60 @@ def manifest_problem(manifest: dict) -> str | None:
     return None
 
 
+# HF's GenerationConfig counts max_length with the decoder-start token; a record that sets neither
+# max_new_tokens nor max_length gets this limit (generated tokens incl. </s> = DEFAULT_MAX_LENGTH - 1).
+DEFAULT_MAX_LENGTH = 256
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """The manifest's ``generation`` record, parsed once: what every engine, the Translator and the bench
+    read as defaults. ``max_length`` counts generated target tokens incl. ``</s>`` (HF ``max_new_tokens``);
+    ``None`` in the record means "unset" and gets HF's default."""
+
+    num_beams: int = 1
+    max_length: int = DEFAULT_MAX_LENGTH - 1
+    length_penalty: float = 1.0
+    early_stopping: bool | str = False
+    repetition_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
+    forced_eos_token_id: int | None = None   # HF allows a list; generation ends on its first id
+    renormalize_logits: bool = False
+    forced_bos_token_id: int | None = None
+    record: dict | None = None               # the raw record, for display and re-export
+
+    @classmethod
+    def from_record(cls, record: dict | None) -> "GenerationSettings":
+        """Types are checked by :func:`manifest_problem` when a bundle is opened."""
+        record = dict(record or {})
+        value = lambda key, default: default if record.get(key) is None else record[key]  # noqa: E731
+        forced_eos = record.get("forced_eos_token_id")
+        if isinstance(forced_eos, list):
+            forced_eos = forced_eos[0] if forced_eos else None
+        max_length = record.get("max_new_tokens") or max(1, int(value("max_length", DEFAULT_MAX_LENGTH)) - 1)
+        return cls(num_beams=int(value("num_beams", 1)), max_length=int(max_length),
+                   length_penalty=float(value("length_penalty", 1.0)),
+                   early_stopping=value("early_stopping", False),
+                   repetition_penalty=float(value("repetition_penalty", 1.0)),
+                   no_repeat_ngram_size=int(value("no_repeat_ngram_size", 0)),
+                   forced_eos_token_id=forced_eos, renormalize_logits=bool(value("renormalize_logits", False)),
+                   forced_bos_token_id=record.get("forced_bos_token_id"), record=record)
+
+    @property
+    def forces_eos(self) -> bool:
+        """Whether ``</s>`` is forced at the length limit (Marian's ``forced_eos_token_id``)."""
+        return self.forced_eos_token_id is not None
+
+    def unsupported_by_searches(self) -> list[str]:
+        """HF logits processors set here that mtedge's own searches do not implement."""
+        ignored = []
+        if self.repetition_penalty != 1.0:
+            ignored.append(f"repetition_penalty={self.repetition_penalty}")
+        if self.no_repeat_ngram_size:
+            ignored.append(f"no_repeat_ngram_size={self.no_repeat_ngram_size}")
+        return ignored
+
+
 def check_manifest(manifest: dict, manifest_path: Path) -> None:
     """Raise a one-line :class:`BundleError` naming the first field of the wrong type."""
     problem = manifest_problem(manifest)
@@ -213,7 +268,16 @@ class Bundle:
         check_manifest(manifest, manifest_path)
         return cls(path, manifest)
 
+    @staticmethod
+    def is_bundle_dir(path: str | Path) -> bool:
+        """Whether ``path`` looks like a bundle (has a manifest); :meth:`open` checks the rest."""
+        return (Path(path) / MANIFEST_NAME).is_file()
+
     # -- what it holds -------------------------------------------------------------------------
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / MANIFEST_NAME
+
     @property
     def name(self) -> str:
         return self.manifest.get("name") or self.path.name
@@ -231,8 +295,12 @@ class Bundle:
         return self.manifest.get("target_lang")
 
     @property
-    def generation(self) -> dict:
-        return dict(self.manifest.get("generation") or {})
+    def generation(self) -> GenerationSettings:
+        return GenerationSettings.from_record(self.manifest.get("generation"))
+
+    @property
+    def model_shape(self) -> dict:
+        return dict(self.manifest.get("model_shape") or {})
 
     def engines(self) -> dict[str, list[str]]:
         out = {}
@@ -279,6 +347,11 @@ class Bundle:
             more = f" (and {len(problems) - 1} more problem(s); run `mtedge info {self.path}`)" \
                 if len(problems) > 1 else ""
             raise BundleError(f"bundle {self.name} is broken: {problems[0]}{more}")
+
+    @classmethod
+    def holding(cls, engine_dir: str | Path) -> "Bundle":
+        """The bundle an engine directory (``<bundle>/<engine>/<precision>/``) belongs to."""
+        return cls.open(Path(engine_dir).parent.parent)
 
     def __repr__(self) -> str:
         return f"Bundle({str(self.path)!r}, family={self.family!r}, engines={self.engines()})"

@@ -24,7 +24,7 @@ class _LazyGroup(click.Group):
     """Loads subcommand modules only when listed or invoked."""
 
     def list_commands(self, ctx):
-        return [name for name in SUBCOMMANDS if self._load(name) is not None]
+        return list(SUBCOMMANDS)
 
     def get_command(self, ctx, name):
         return self._load(name)
@@ -33,15 +33,8 @@ class _LazyGroup(click.Group):
     def _load(name):
         if name not in SUBCOMMANDS:
             return None
-        module_name = f"mtedge.commands.{name.replace('-', '_')}"  # translate-corpus -> translate_corpus
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            # A subcommand whose module has not landed yet is simply absent.
-            if exc.name == module_name:
-                return None
-            raise
-        return module.command
+        # translate-corpus -> mtedge.commands.translate_corpus
+        return importlib.import_module(f"mtedge.commands.{name.replace('-', '_')}").command
 
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -2,7 +2,8 @@
 
 :class:`BundleTokenizer` reproduces the Hugging Face *slow* tokenizer of each family exactly
 (``tok(text, truncation=True)["input_ids"]`` and ``tok.decode(ids, skip_special_tokens=True)``),
-without transformers. What it mirrors, family by family (transformers 4.57):
+without transformers. What it mirrors, family by family (transformers 4.57; the flags live in
+:mod:`mtedge.families`):
 
 - every family first splits the text on the special tokens written literally in it (HF's added
   tokens: ``</s>``, ``<unk>``, language codes …), which become their own ids;
@@ -23,15 +24,13 @@ import json
 import re
 from pathlib import Path
 
-from mtedge.engines.base import TargetSpec
 from mtedge.bundle import corrupt_file
 from mtedge.errors import BundleError
+from mtedge.families import FAMILIES
+from mtedge.types import TargetSpec
 
 TOKENIZER_JSON = "mtedge_tokenizer.json"
 SPIECE_UNDERLINE = "\u2581"
-KINDS = ("marian", "t5", "m2m100", "mbart")
-# Special tokens that eat the whitespace on their left when found in text (HF AddedToken lstrip).
-_LSTRIP_TOKENS = {"mbart": {"<mask>"}}
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -125,8 +124,10 @@ class BundleTokenizer:
         _check_spec(spec, spec_path)
         self.spec = spec
         self.kind = spec.get("kind")
-        if self.kind not in KINDS:
-            raise BundleError(f"{spec_path}: unknown tokenizer kind {self.kind!r}; expected one of {', '.join(KINDS)}")
+        if self.kind not in FAMILIES:
+            raise BundleError(f"{spec_path}: unknown tokenizer kind {self.kind!r}; expected one of "
+                              f"{', '.join(FAMILIES)}")
+        self.family = FAMILIES[self.kind]
         self.directory = directory
         self.unk_id = int(spec["unk_id"])
         self.eos_id = int(spec["eos_id"])
@@ -158,7 +159,7 @@ class BundleTokenizer:
             if 0 <= index < size and self.pieces[index].startswith("<unused_"):
                 self.pieces[index] = piece
 
-        t5_new = self.kind == "t5" and not self.legacy
+        t5_new = self._t5_new = self.family.prefix_space_rules and not self.legacy
         self.source_spm = _load_spm(directory / spec["source_spm"], add_dummy_prefix=not t5_new)
         self.target_spm = self.source_spm if spec["target_spm"] == spec["source_spm"] \
             else _load_spm(directory / spec["target_spm"], add_dummy_prefix=not t5_new)
@@ -173,7 +174,7 @@ class BundleTokenizer:
         alternatives = sorted(self.special_tokens, key=len, reverse=True)
         self._special_pattern = re.compile("(" + "|".join(map(re.escape, alternatives)) + ")") \
             if alternatives else None
-        self._lstrip = _LSTRIP_TOKENS.get(self.kind, set()) & self.special_tokens
+        self._lstrip = self.family.lstrip_tokens & self.special_tokens
         if t5_new:
             self._unk_token = self.pieces[self.unk_id]
             self._unk_token_length = len(self.source_spm.encode(self._unk_token, out_type=str))
@@ -193,12 +194,12 @@ class BundleTokenizer:
         return [c for c in chunks if c]
 
     def _tokenize_chunk(self, chunk: str) -> list[str]:
-        if self.kind == "marian":
+        if self.family.language_code_chunks:
             code = []
             if chunk.startswith(">>") and (end := chunk.find("<<")) != -1:
                 code, chunk = [chunk[:end + 2]], chunk[end + 2:]
             return code + self.source_spm.encode(chunk, out_type=str)
-        if self.kind == "t5" and not self.legacy and chunk.startswith((SPIECE_UNDERLINE, " ")):
+        if self._t5_new and chunk.startswith((SPIECE_UNDERLINE, " ")):
             pieces = self.source_spm.encode(self._unk_token + chunk, out_type=str)
             n = self._unk_token_length
             return pieces[n:] if len(pieces) >= n else pieces
@@ -209,7 +210,7 @@ class BundleTokenizer:
         A lone surrogate (not encodable as UTF-8, which sentencepiece needs) is read as U+FFFD."""
         if _SURROGATE.search(text):
             text = _SURROGATE.sub("\ufffd", text)
-        t5_new = self.kind == "t5" and not self.legacy
+        t5_new = self._t5_new
         if t5_new and text:
             text = text.replace(SPIECE_UNDERLINE, " ")
             if self.add_prefix_space:
@@ -220,6 +221,10 @@ class BundleTokenizer:
         if t5_new and len(pieces) > 1 and pieces[0] == SPIECE_UNDERLINE and pieces[1] in self.special_tokens:
             pieces = pieces[1:]
         return pieces
+
+    @property
+    def decoder_start_token(self) -> str:
+        return self.pieces[self.decoder_start_id]
 
     @property
     def num_special_tokens(self) -> int:
@@ -239,7 +244,7 @@ class BundleTokenizer:
         return [self._piece_id(p) for p in self.tokenize(text)]
 
     def wrap(self, body: list[int]) -> list[int]:
-        if self.kind == "t5" and body and body[-1] == self.eos_id:
+        if self.family.eos_if_not_present and body and body[-1] == self.eos_id:
             # T5Tokenizer._add_eos_if_not_present: a text ending in a literal "</s>" gets no second one
             return self.source_prefix_ids + body
         return self.source_prefix_ids + body + self.source_suffix_ids
@@ -273,9 +278,9 @@ class BundleTokenizer:
         return _clean_up_tokenization(text) if self.clean_up_tokenization_spaces else text
 
     def _tokens_to_string(self, tokens: list[str]) -> str:
-        if self.kind == "marian":
+        if self.family.decode_underline_as_space:
             return self.target_spm.decode_pieces(tokens).replace(SPIECE_UNDERLINE, " ").strip()
-        if self.kind == "t5" and tokens[0].startswith(SPIECE_UNDERLINE) and self.add_prefix_space:
+        if self.family.prefix_space_rules and tokens[0].startswith(SPIECE_UNDERLINE) and self.add_prefix_space:
             tokens = [tokens[0][1:]] + tokens[1:]
         return self.target_spm.decode(tokens).strip()
 

@@ -37,8 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mtedge.bundle import Bundle
-from mtedge.engines import ENGINES, load_engine, resolve_device, resolve_precision
-from mtedge.engines.base import DecodeOptions
+from mtedge.engines import build_engine, check_engine, resolve_device, resolve_precision
+from mtedge.types import DecodeOptions
 from mtedge.errors import UserError
 from mtedge.text import Segment, clean_text, is_blank, join_segments, split_sentences, token_budget_batches
 from mtedge.tokenizer import BundleTokenizer
@@ -110,8 +110,7 @@ class Translator:
                  graph_optimization: str = "all"):
         """``precision`` defaults to int8 (fp32 for the torch reference); ``device``: auto | cpu | cuda."""
         self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
-        if engine not in ENGINES:
-            raise UserError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
+        check_engine(engine)
         _check_positive("threads", threads, allow_none=True)
         _check_positive("workers", workers)
         _check_positive("batch_tokens", batch_tokens)
@@ -125,16 +124,14 @@ class Translator:
         self.batch_tokens = batch_tokens
         self.chunk_size = chunk_size
         self.tokenizer = BundleTokenizer(self.bundle.tokenizer_dir())
-        self.engine = load_engine(self.bundle, engine, self.precision, self.device, threads,
-                                  tokenizer=self.tokenizer, workers=workers,
-                                  graph_optimization=graph_optimization)
+        self.engine = build_engine(self.bundle, engine, self.precision, self.device, threads,
+                                   tokenizer=self.tokenizer, workers=workers, graph_optimization=graph_optimization)
         self._lock = None if getattr(self.engine, "thread_safe", False) else threading.Lock()
-        generation = self.bundle.generation  # types checked by Bundle.open
-        self.default_beam_size = int(generation.get("num_beams") or 1)
-        self.default_max_length = int(generation.get("max_new_tokens")
-                                      or max(1, int(generation.get("max_length") or 256) - 1))
-        self.default_length_penalty = float(generation.get("length_penalty", 1.0) or 0.0)
-        self.early_stopping = generation.get("early_stopping", False)
+        generation = self.bundle.generation
+        self.default_beam_size = generation.num_beams
+        self.default_max_length = generation.max_length
+        self.default_length_penalty = generation.length_penalty
+        self.early_stopping = generation.early_stopping
         # The most target tokens a call may ask for: the model's positions (what the tokenizer
         # records as its limit), or the bundle's own default where that is larger.
         self.max_length_limit = max(self.tokenizer.model_max_length, self.default_max_length)
@@ -196,9 +193,9 @@ class Translator:
         beam_size = self.default_beam_size if beam_size is None else beam_size
         max_length = self.default_max_length if max_length is None else max_length
         length_penalty = self.default_length_penalty if length_penalty is None else length_penalty
-        _check_positive(name("beam_size"), beam_size)
-        _check_positive(name("max_length"), max_length)
-        _check_positive(name("num_hypotheses"), num_hypotheses)
+        early_stopping = self.early_stopping if early_stopping is None else early_stopping
+        DecodeOptions(beam_size=beam_size, max_length=max_length, min_length=min_length,
+                      num_hypotheses=num_hypotheses).check(name)
         vocab = len(self.tokenizer.pieces)
         if beam_size > vocab:
             raise UserError(f"{name('beam_size')} must be at most {vocab} (the target vocabulary's size), "
@@ -206,20 +203,12 @@ class Translator:
         if max_length > self.max_length_limit:
             raise UserError(f"{name('max_length')} must be at most {self.max_length_limit} (the model's limit "
                             f"of target tokens), got {max_length}")
-        if not _is_int(min_length) or min_length < 0:
-            raise UserError(f"{name('min_length')} must be a non-negative integer, got {min_length!r}")
-        if min_length > max_length:
-            raise UserError(f"{name('min_length')} ({min_length}) is larger than {name('max_length')} ({max_length})")
-        if num_hypotheses > beam_size:
-            raise UserError(f"{name('num_hypotheses')} ({num_hypotheses}) cannot exceed {name('beam_size')} "
-                            f"({beam_size}); raise {name('beam_size')} to at least {num_hypotheses}")
         if isinstance(length_penalty, bool) or not isinstance(length_penalty, (int, float)) \
                 or not math.isfinite(length_penalty):
             raise UserError(f"{name('length_penalty')} must be a finite number, got {length_penalty!r}")
         if abs(length_penalty) > MAX_LENGTH_PENALTY:
             raise UserError(f"{name('length_penalty')} must be between {-MAX_LENGTH_PENALTY:g} and "
                             f"{MAX_LENGTH_PENALTY:g}, got {length_penalty!r}")
-        early_stopping = self.early_stopping if early_stopping is None else early_stopping
         if early_stopping not in (True, False, "never"):
             raise UserError(f"{name('early_stopping')} must be True, False or 'never', got {early_stopping!r}")
         prefix = len(self.tokenizer.target_prefix_ids)

@@ -20,11 +20,13 @@ import tempfile
 import time
 from pathlib import Path
 
-FAMILIES = ("marian", "t5", "m2m100")
+from mtedge.convert.marian_pad import zero_marian_pad_row
 
-DEFAULT_STEPS = {"marian": 400, "t5": 700, "m2m100": 600}
+FAMILIES = ("marian", "t5", "m2m100", "mbart")
+
+DEFAULT_STEPS = {"marian": 400, "t5": 700, "m2m100": 600, "mbart": 600}
 # T5 (no embedding scaling, relative positions) learns slower at the same rate.
-_LEARNING_RATE = {"marian": 3e-3, "t5": 3e-3, "m2m100": 3e-3}
+_LEARNING_RATE = {"marian": 3e-3, "t5": 3e-3, "m2m100": 3e-3, "mbart": 3e-3}
 DEFAULT_TRAIN_SIZE = 3000
 SPM_VOCAB_SIZE = 180
 MAX_LENGTH = 64
@@ -221,6 +223,19 @@ def _write_m2m100_tokenizer(spm_file: Path, out: Path):
     return tok
 
 
+def _write_mbart_tokenizer(spm_file: Path, out: Path):
+    """mBART-50's tokenizer (facebook/mbart-large-50-many-to-many-mmt): ``[en_XX] text </s>`` on both
+    sides, fairseq ids (<s>=0, <pad>=1, </s>=2, <unk>=3, pieces from 4), the 52 language codes and
+    <mask> after the sentencepiece pieces."""
+    from transformers import MBart50Tokenizer
+
+    shutil.copy(spm_file, out / "sentencepiece.bpe.model")
+    tok = MBart50Tokenizer(str(out / "sentencepiece.bpe.model"), src_lang="en_XX", tgt_lang="de_DE",
+                           model_max_length=512)
+    tok.save_pretrained(out)
+    return MBart50Tokenizer.from_pretrained(out, src_lang="en_XX", tgt_lang="de_DE")
+
+
 # ---------------------------------------------------------------------------------------------
 # Models
 # ---------------------------------------------------------------------------------------------
@@ -289,18 +304,30 @@ def _make_m2m100(tok):
     return M2M100ForConditionalGeneration(config), gen
 
 
-_WRITERS = {"marian": _write_marian_tokenizer, "t5": _write_t5_tokenizer, "m2m100": _write_m2m100_tokenizer}
-_MAKERS = {"marian": _make_marian, "t5": _make_t5, "m2m100": _make_m2m100}
+def _make_mbart(tok):
+    """mBART-50 as generate() runs it: decoder start </s>, then the target language forced (forced_bos)."""
+    from transformers import GenerationConfig, MBartConfig, MBartForConditionalGeneration
+
+    config = MBartConfig(
+        vocab_size=len(tok), d_model=_DIMS["d_model"], encoder_layers=_DIMS["layers"],
+        decoder_layers=_DIMS["layers"], encoder_attention_heads=_DIMS["heads"],
+        decoder_attention_heads=_DIMS["heads"], encoder_ffn_dim=_DIMS["ffn"], decoder_ffn_dim=_DIMS["ffn"],
+        max_position_embeddings=128, dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
+        encoder_layerdrop=0.0, decoder_layerdrop=0.0, scale_embedding=True,
+        pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+        decoder_start_token_id=tok.eos_token_id, tie_word_embeddings=True,
+    )
+    gen = GenerationConfig(
+        bos_token_id=tok.bos_token_id, decoder_start_token_id=tok.eos_token_id,
+        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+        forced_bos_token_id=tok.lang_code_to_id["de_DE"], max_length=MAX_LENGTH,
+    )
+    return MBartForConditionalGeneration(config), gen
 
 
-def _zero_marian_pad_row(model) -> None:
-    """CTranslate2 assumes the Marian <pad> embedding (the decoder start) is zero (mtedge/DESIGN.md §4.1)."""
-    import torch
-
-    with torch.no_grad():
-        pad = model.config.pad_token_id
-        model.get_input_embeddings().weight[pad].zero_()
-        model.get_output_embeddings().weight[pad].zero_()  # same tensor when tied; cheap when not
+_WRITERS = {"marian": _write_marian_tokenizer, "t5": _write_t5_tokenizer, "m2m100": _write_m2m100_tokenizer,
+            "mbart": _write_mbart_tokenizer}
+_MAKERS = {"marian": _make_marian, "t5": _make_t5, "m2m100": _make_m2m100, "mbart": _make_mbart}
 
 
 def _train(family: str, model, tok, pairs, *, steps: int, seed: int, batch_size: int = 32) -> None:
@@ -313,7 +340,7 @@ def _train(family: str, model, tok, pairs, *, steps: int, seed: int, batch_size:
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min((s + 1) / warmup, max(0.05, (steps - s) / (steps - warmup + 1))))
     if family == "marian":
-        _zero_marian_pad_row(model)
+        zero_marian_pad_row(model)
     for _ in range(steps):
         batch = rng.sample(pairs, batch_size)
         enc = tok([s for s, _ in batch], text_target=[t for _, t in batch], padding=True, return_tensors="pt")
@@ -326,7 +353,7 @@ def _train(family: str, model, tok, pairs, *, steps: int, seed: int, batch_size:
         optimizer.step()
         schedule.step()
         if family == "marian":
-            _zero_marian_pad_row(model)
+            zero_marian_pad_row(model)
     model.eval()
 
 

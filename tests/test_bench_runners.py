@@ -66,16 +66,16 @@ def test_a_precision_this_cpu_cannot_run_is_refused_before_a_worker_starts(tiny_
 def test_a_worker_over_its_timeout_is_killed_and_says_so(tiny_unvalidated_bundles, tmp_path):
     import time
 
-    from mtedge.bench import harness
+    from mtedge.bench import supervisor
 
     bundle = Path(tiny_unvalidated_bundles("marian"))
     spec = _spec("hf-torch-fp32", bundle, tmp_path, torch_dir=str(bundle / "torch" / "fp32"))
     started = time.perf_counter()
-    outcome = harness.run_worker(spec, tmp_path / "logs", timeout_s=0.5)   # importing torch alone takes longer
+    outcome = supervisor.run_worker(spec, tmp_path / "logs", timeout_s=0.5)   # importing torch alone takes longer
     assert time.perf_counter() - started < 30
     assert outcome.timed_out and outcome.result is None and outcome.exit_code == -9
     assert outcome.peak_rss_mb > 0       # what the killed worker had used is still known
-    assert harness._failure_message(outcome, None, 0.5) == "worker timed out: killed after 0.5 s (--timeout)"
+    assert supervisor.failure_message(outcome, None, 0.5) == "worker timed out: killed after 0.5 s (--timeout)"
 
 def _spec(config: str, bundle: Path, tmp_path: Path, **extra) -> dict:
     import json
@@ -96,14 +96,14 @@ def test_a_workers_peak_rss_is_its_own_not_the_harness_process(tiny_unvalidated_
     small CT2 worker as small."""
     import resource
 
-    from mtedge.bench import harness
+    from mtedge.bench import supervisor
 
     ballast = bytearray(600 * 2**20)
     ballast[::4096] = b"\x01" * len(range(0, len(ballast), 4096))    # touch every page: resident
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 > 600
     bundle = Path(tiny_unvalidated_bundles("marian"))
-    outcome = harness.run_worker(_spec("ct2-int8", bundle, tmp_path, engine_dir=str(bundle / "ct2" / "int8")),
-                                 tmp_path / "logs")
+    outcome = supervisor.run_worker(_spec("ct2-int8", bundle, tmp_path, engine_dir=str(bundle / "ct2" / "int8")),
+                                    tmp_path / "logs")
     del ballast
     assert outcome.result is not None, outcome.stderr_tail
     assert 0 < outcome.result["own_peak_rss_mb"] <= outcome.peak_rss_mb < 300

@@ -28,6 +28,8 @@ def test_quality_without_references_is_none_and_with_them_signed():
 
 
 def test_agreement_is_the_exact_match_rate():
+    from mtedge import metrics
+
     assert metrics.agreement(["a", "b", "c", "d"], ["a", "x", "c", "y"]) == 0.5
 
 
@@ -177,6 +179,22 @@ def _report(rows, synthetic=None):
             "test_set": {"origin": "t", "n_sentences": 8, "has_references": not synthetic},
             "quality_note": "skipped: synthetic" if synthetic else "refs", "results": rows,
             "targets": evaluate_targets(rows), "plots": []}
+
+
+def test_a_report_is_derived_from_the_rows_without_changing_them():
+    from mtedge.bench.report import Report
+
+    rows = [_full_row("hf-torch-fp32", "peer", 100.0, 800.0, 40.0, bleu=30.0),
+            _full_row("ct2-int8", "ours", 450.0, 200.0, 10.0, bleu=29.0)]
+    before = json.dumps(rows)
+    outputs = {"hf-torch-fp32": ["a", "b"], "ct2-int8": ["a", "c"]}
+    report = Report({"quality_note": "refs"}, True, rows=rows, outputs=outputs).build()
+    assert json.dumps(rows) == before    # a save never rewrites what was measured
+    ct2 = report["results"][1]
+    assert ct2["agreement"] == 0.5 and ct2["bleu_delta"] == -1.0 and ct2["vs_reference"]["throughput"] == 4.5
+    assert "reference_note" not in report
+    alone = Report({"quality_note": "refs"}, True, rows=rows[1:], outputs=outputs).build()
+    assert alone["reference_note"] == "hf-torch-fp32 was not measured in this run: no deltas or agreement"
 
 
 def test_markdown_shows_every_config_with_ratios_vs_torch():

@@ -52,7 +52,7 @@ def test_open_reads_the_manifest(tmp_path):
     assert bundle.engines() == {"onnx": ["fp32", "int8"], "ct2": ["int8"]}
     assert bundle.engine_dir("onnx", "int8") == tmp_path / "b" / "onnx" / "int8"
     assert bundle.tokenizer_dir() == tmp_path / "b" / "tokenizer"
-    assert bundle.generation["num_beams"] == 4
+    assert bundle.generation.num_beams == 4
     assert bundle.verify(deep=True) == []
 
 

@@ -9,12 +9,12 @@ import pytest
 
 from mtedge.bundle import Bundle
 from mtedge.engines import load_engine
-from mtedge.engines.base import DecodeOptions
+from mtedge.types import DecodeOptions
 from mtedge.tokenizer import BundleTokenizer
+from tests.factories import FAMILIES
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
-FAMILIES = ("marian", "t5", "m2m100")
 SCORE_TOLERANCE = 1e-4  # fp32 CT2 vs PyTorch; measured differences are below 2e-6
 
 

@@ -5,7 +5,7 @@ import json
 import polib
 import pytest
 
-from mtedge.data import DataError, Pair, load_pairs, read_pairs, read_tsv, write_tsv
+from mtedge.data import DataError, Pair, load_pairs, read_eval_pairs, read_pairs, read_tsv, write_tsv
 
 
 def test_tsv_round_trip_normalizes_tabs_and_newlines(tmp_path):
@@ -211,6 +211,23 @@ def test_jsonl_missing_keys_are_named(tmp_path):
     path.write_text('{"en": "a", "de": "b"}\n', encoding="utf-8")
     with pytest.raises(DataError, match=r"c\.jsonl:1: missing key\(s\) 'src', 'tgt'"):
         read_pairs(path)
+
+
+def test_eval_files_may_lack_references_and_name_fields_many_ways(tmp_path):
+    # dev/test files for validation: a missing reference is None, not an error
+    tsv = tmp_path / "dev.tsv"
+    tsv.write_text("a\tA\textra\n\nb\nc\t\n", encoding="utf-8")
+    assert read_eval_pairs(tsv) == [("a", "A"), ("b", None), ("c", None)]
+    jsonl = tmp_path / "dev.jsonl"
+    jsonl.write_text('{"source": "a", "target": "A"}\n{"translation": {"en": "b", "de": "B"}}\n{"src": "c"}\n',
+                     encoding="utf-8")
+    assert read_eval_pairs(jsonl) == [("a", "A"), ("b", "B"), ("c", None)]
+    jsonl.write_text('{"tgt": "A"}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"dev\.jsonl:1: no source field \(expected one of source, src, en\)"):
+        read_eval_pairs(jsonl)
+    jsonl.write_text('["a", "A"]\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"dev\.jsonl:1: expected a JSON object, found list"):
+        read_eval_pairs(jsonl)
 
 
 def test_unknown_extension_asks_for_fmt(tmp_path):

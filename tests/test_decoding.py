@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from mtedge.decoding import TokenRules, decode
-from mtedge.engines.base import DecodeOptions
+from mtedge.types import DecodeOptions
 from mtedge.errors import UserError
 
 EOS, START = 0, 5          # START is the decoder start (like Marian's <pad>), a banned output token

@@ -23,7 +23,9 @@ def test_layout_and_manifest(tiny_unvalidated_bundle):
     assert m["format"] == "mtedge-bundle" and m["format_version"] == 1
     assert bundle.family == family
     assert bundle.engines() == {"onnx": ["fp32", "int8"], "ct2": ["float32", "int8"], "torch": ["fp32"]}
-    assert (bundle.source_lang, bundle.target_lang) == (("en", "de") if family != "t5" else (None, None))
+    # mBART names languages by its own codes (de_DE); the others by ISO 639-1; T5 records none
+    assert (bundle.source_lang, bundle.target_lang) == {"t5": (None, None), "mbart": ("en_XX", "de_DE")}.get(
+        family, ("en", "de"))
     source_config = json.loads((path / "torch" / "fp32" / "config.json").read_text())
     assert m["source_model"]["vocab_size"] == source_config["vocab_size"]
     assert len(m["source_model"]["sha256"]) == 64
@@ -35,7 +37,7 @@ def test_layout_and_manifest(tiny_unvalidated_bundle):
         assert (bundle.engine_dir("ct2", precision) / "model.bin").is_file()
     assert (bundle.engine_dir("torch", "fp32") / "model.safetensors").is_file()
     assert bundle.verify(deep=True) == []
-    gen = bundle.generation
+    gen = bundle.generation.record
     source_gen = json.loads((path / "torch" / "fp32" / "generation_config.json").read_text())
     assert gen["max_length"] == source_gen["max_length"] and gen["max_new_tokens"] == source_gen["max_length"] - 1
     assert gen["decoder_start_token_id"] == source_gen["decoder_start_token_id"]
@@ -67,7 +69,8 @@ def test_tokenizer_files_match_the_hf_tokenizer(tiny_unvalidated_bundle):
     assert set(hf.all_special_ids) <= set(spec["special_ids"])
     expected = {"marian": ([], ["</s>"], [], [[config.pad_token_id]]),
                 "t5": ([], ["</s>"], [], []),
-                "m2m100": (["__en__"], ["</s>"], ["__de__"], [])}[family]
+                "m2m100": (["__en__"], ["</s>"], ["__de__"], []),
+                "mbart": (["en_XX"], ["</s>"], ["de_DE"], [])}[family]
     assert (spec["source_prefix"], spec["source_suffix"], spec["target_prefix"], spec["bad_words_ids"]) == expected
     if family == "t5":
         assert spec["legacy"] is False

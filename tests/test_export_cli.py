@@ -10,7 +10,6 @@ import pytest
 
 from mtedge.bundle import Bundle
 from mtedge.cli import main
-from tests.fixtures.bundles import require_translator
 
 FAST = ["--engines", "ct2", "--ct2-precisions", "float32", "--no-torch", "--threads", "1"]
 
@@ -40,7 +39,6 @@ def copy_model(src: Path, dst: Path, skip=()) -> Path:
 
 # -- quality gate --------------------------------------------------------------------------------
 def test_gate_failure_names_the_export_and_writes_nothing(tiny_marian, dev_tsv, tmp_path, capsys):
-    require_translator()
     out = tmp_path / "out" / "bundle"
     code, _, err = run_cli(capsys, "export", tiny_marian, "-o", out, *FAST, "--validation-file", dev_tsv,
                            "--max-bleu-drop", "-1")
@@ -51,7 +49,6 @@ def test_gate_failure_names_the_export_and_writes_nothing(tiny_marian, dev_tsv, 
 
 
 def test_gate_passes_without_references_and_records_its_basis(tiny_marian, tiny_dev_pairs, tmp_path, capsys):
-    require_translator()
     sources = tmp_path / "sources.txt"  # one column: no references
     sources.write_text("".join(f"{s}\n" for s, _ in tiny_dev_pairs[:8]), encoding="utf-8")
     out = tmp_path / "bundle"
@@ -209,12 +206,21 @@ def test_bad_options(tiny_marian, tmp_path, capsys, args, message):
 
 
 def test_onnx_fp16_needs_a_gpu(tiny_marian, tmp_path, capsys):
-    from mtedge.convert.host import cuda_available
+    from mtedge.engines import cuda_available
 
-    if cuda_available():
+    if cuda_available("torch"):
         pytest.skip("a GPU is present")
     code, _, err = run_cli(capsys, "export", tiny_marian, "-o", tmp_path / "out", "--onnx-precisions", "fp16")
     assert code == 2 and "onnx fp16 is exported on a CUDA GPU and none was found" in err
+
+
+@pytest.mark.gpu
+def test_onnx_fp16_exports_on_a_gpu(tiny_marian, tmp_path, capsys):
+    code, _, err = run_cli(capsys, "export", tiny_marian, "-o", tmp_path / "out", "--engines", "onnx",
+                           "--onnx-precisions", "fp16")
+    assert code == 0, err
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text(encoding="utf-8"))
+    assert list(manifest["engines"]["onnx"]) == ["fp16"]
 
 
 def _marian_with_nonzero_pad(tiny_marian: Path, dst: Path) -> Path:
@@ -244,7 +250,7 @@ def test_marian_pad_row(tiny_marian, tmp_path, capsys):
     assert manifest["export"]["ct2_marian_pad"]["pad_row_norm"] > 0
     assert manifest["engines"]["ct2"]["float32"]["options"]["pad_row_zeroed"] is True
     # the source checkpoint itself is untouched
-    from mtedge.convert.ct2_export import marian_pad_row_norm
+    from mtedge.convert.marian_pad import marian_pad_row_norm
 
     assert marian_pad_row_norm(model, manifest["generation"]["pad_token_id"]) > 0
     assert marian_pad_row_norm(tiny_marian, manifest["generation"]["pad_token_id"]) == 0
@@ -260,6 +266,8 @@ def test_info_on_a_bundle(tiny_marian_bundle, capsys):
         line = next(l for l in out.splitlines() if l.strip().startswith(f"{engine}") and f" {precision} " in l)
         assert " MB" in line and "agree" in line
     assert "signatures    nrefs:1|" in out and "sha256 checked" in out
+    # the fixture keeps HF's default early_stopping=False: info says where ct2's beam search differs
+    assert "early_stopping False" in out and "ct2 beam search stops like HF early_stopping=True" in out
 
 
 def test_info_names_a_broken_file(tiny_marian_bundle, tmp_path, capsys):

@@ -63,7 +63,8 @@ def test_tiny_model_layout(tiny_model):
     for name in ("config.json", "model.safetensors", "generation_config.json"):
         assert (path / name).is_file()
     config = json.loads((path / "config.json").read_text())
-    assert config["model_type"] == {"marian": "marian", "t5": "t5", "m2m100": "m2m_100"}[family]
+    assert config["model_type"] == {"marian": "marian", "t5": "t5", "m2m100": "m2m_100",
+                                     "mbart": "mbart"}[family]
     from mtedge.families import detect_family
 
     assert detect_family(path).name == family

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mtedge.engines.base import DecodeOptions, TargetSpec
+from mtedge.bundle import GenerationSettings
+from mtedge.types import DecodeOptions, TargetSpec
 from mtedge.engines.onnx_engine import OnnxEngine
 from mtedge.errors import BundleError, UserError
 from tests.factories import FAMILIES
@@ -41,7 +42,8 @@ class ParityCase:
         """The engine on ``onnx/<precision>``; one per precision unless ``generation`` overrides the manifest's."""
         if generation is not None or precision not in self.engines:
             engine = OnnxEngine(self.bundle / "onnx" / precision, self.target, self.manifest["model_shape"],
-                                threads=1, generation=generation)
+                                threads=1, generation=None if generation is None
+                                else GenerationSettings.from_record(generation))
             if generation is not None:
                 return engine
             self.engines[precision] = engine

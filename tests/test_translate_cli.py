@@ -148,3 +148,12 @@ def test_cuda_without_gpu_is_one_line(marian, capsys):
         pytest.skip("a CUDA GPU is present")
     code, _, err = run_cli(capsys, "translate", marian, "--device", "cuda")
     assert code == 2 and err.startswith("error: device 'cuda' was asked for") and err.count("\n") == 1
+
+
+@pytest.mark.gpu
+def test_translate_on_cuda(marian, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"the cat\n\nthe dog\n")))
+    code, out, err = run_cli(capsys, "translate", marian, "--device", "cuda", "--no-progress")
+    assert code == 0, err
+    lines = out.split("\n")
+    assert len(lines) == 4 and lines[0] and lines[1] == "" and lines[2] and lines[3] == ""

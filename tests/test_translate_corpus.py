@@ -308,7 +308,7 @@ def test_ray_stays_out_of_the_base_install_and_of_the_light_paths():
     assert not [r for r in project["dependencies"] if r.lower().startswith("ray")]
     assert project["optional-dependencies"]["distributed"] == ["ray[data,client]==2.60.0"]
     code = ("import sys, mtedge, mtedge.cli, mtedge.corpus, mtedge.corpus.ray_job, mtedge.commands.translate_corpus\n"
-            "mtedge.cli.cli.list_commands(None)\n"
+            "[mtedge.cli.cli.get_command(None, n) for n in mtedge.cli.cli.list_commands(None)]\n"
             "print(sorted(m for m in ('ray', 'pyarrow', 'torch') if m in sys.modules))\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert result.returncode == 0, result.stderr

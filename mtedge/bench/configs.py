@@ -46,16 +46,6 @@ _GPU = [
 ALL_CONFIGS = {c.name: c for c in _CPU + _GPU}
 
 
-def cuda_available() -> bool:
-    """True when CTranslate2 sees a CUDA device (no torch import: the parent stays light)."""
-    try:
-        import ctranslate2
-
-        return ctranslate2.get_cuda_device_count() > 0
-    except Exception:  # no ctranslate2 or a broken CUDA runtime: CPU only
-        return False
-
-
 def default_config_names(gpu: bool) -> list[str]:
     return [c.name for c in _CPU] + ([c.name for c in _GPU] if gpu else [])
 

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
+from mtedge.bundle import MANIFEST_NAME
 from mtedge.errors import UserError
 
 
 def is_bundle(path: Path) -> bool:
-    return (Path(path) / "manifest.json").is_file()
+    return (Path(path) / MANIFEST_NAME).is_file()
 
 
 def _checkpoint_key(model_dir: Path) -> str:
@@ -67,9 +67,5 @@ def resolve_bundle(model: str | Path, work_dir: Path) -> tuple[Path, str | None]
         return bundle_dir, path.resolve().name
     if not path.exists():
         raise UserError(f"model not found: {path}")
-    raise UserError(f"{path} is neither an mtedge bundle (no manifest.json) nor a Hugging Face "
+    raise UserError(f"{path} is neither an mtedge bundle (no {MANIFEST_NAME}) nor a Hugging Face "
                     f"checkpoint (no config.json)")
-
-
-def describe_manifest(bundle_dir: Path) -> dict:
-    return json.loads((Path(bundle_dir) / "manifest.json").read_text(encoding="utf-8"))

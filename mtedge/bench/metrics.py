@@ -1,4 +1,5 @@
-"""Numbers derived from a worker's raw measurements: percentiles, tokens/s, BLEU/chrF.
+"""Numbers derived from a worker's raw measurements: percentiles, tokens/s, BLEU/chrF (scored by
+:mod:`mtedge.metrics`, as the export validation and the training loop score them).
 
 Target tokens are counted the same way for every engine, from the output text, so a
 faster engine cannot win by counting differently: the number of target-sentencepiece
@@ -10,6 +11,8 @@ sentence, so the count is ``n_sentences * max_length`` ("forced").
 from __future__ import annotations
 
 import math
+
+from mtedge.metrics import corpus_bleu, corpus_chrf
 
 
 def percentile(samples: list[float], q: float) -> float | None:
@@ -46,22 +49,10 @@ def median(values: list[float]) -> float | None:
 
 
 def quality(hypotheses: list[str], references: list[str] | None) -> dict:
-    """BLEU and chrF vs references with their sacrebleu signatures; all None without references."""
+    """BLEU and chrF vs references with their sacrebleu signatures, at full precision (the rounding policy of
+    :mod:`mtedge.metrics`); all None without references."""
     if not references:
         return {"bleu": None, "chrf": None, "bleu_signature": None, "chrf_signature": None}
-    from sacrebleu.metrics import BLEU, CHRF
-
-    bleu, chrf = BLEU(), CHRF()
-    return {
-        "bleu": bleu.corpus_score(hypotheses, [references]).score,
-        "chrf": chrf.corpus_score(hypotheses, [references]).score,
-        "bleu_signature": str(bleu.get_signature()),
-        "chrf_signature": str(chrf.get_signature()),
-    }
-
-
-def agreement(hypotheses: list[str], reference_outputs: list[str]) -> float:
-    """Share of sentences whose output is exactly the reference engine's output."""
-    if len(hypotheses) != len(reference_outputs) or not hypotheses:
-        raise ValueError("agreement needs two equally long, non-empty output lists")
-    return sum(h == r for h, r in zip(hypotheses, reference_outputs)) / len(hypotheses)
+    bleu, chrf = corpus_bleu(hypotheses, references), corpus_chrf(hypotheses, references)
+    return {"bleu": bleu.score, "chrf": chrf.score, "bleu_signature": bleu.signature,
+            "chrf_signature": chrf.signature}

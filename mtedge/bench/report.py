@@ -1,12 +1,74 @@
-"""Writes a run's ``report.json`` and ``report.md`` (the plots are ``mtedge.bench.plots``)."""
+"""A run's ``report.json`` and ``report.md`` (the plots are ``mtedge.bench.plots``), built from its rows."""
 
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from mtedge import metrics
+from mtedge.bench import plots
 from mtedge.bench.configs import REFERENCE_CONFIG
+from mtedge.bench.targets import evaluate_targets
+
+
+@dataclass
+class Report:
+    """The report of one run, built anew from the rows at every save: a row holds only its own
+    configuration's numbers, and everything relative to other rows (quality deltas and agreement vs
+    :data:`REFERENCE_CONFIG`, ratios, targets) is derived here, so no save leaves a stale number behind."""
+
+    header: dict                    # machine, settings, model, test set, quality note: fixed for the run
+    score_quality: bool             # False: BLEU/chrF/agreement mean nothing (synthetic random weights)
+    rows: list[dict] = field(default_factory=list)
+    outputs: dict[str, list[str]] = field(default_factory=dict)   # config name -> its translations
+    interrupted: bool = False
+
+    def build(self) -> dict:
+        rows = [dict(row) for row in self.rows]
+        note = apply_reference(rows, self.outputs, self.score_quality)
+        ref = next((r for r in rows if r["name"] == REFERENCE_CONFIG), None)
+        for row in rows:
+            row["vs_reference"] = reference_ratios(row, ref)
+        report = {**self.header, "reference_config": REFERENCE_CONFIG, "interrupted": self.interrupted,
+                  "results": rows, "targets": evaluate_targets(rows), "plots": []}
+        if note and self.score_quality:
+            report["reference_note"] = note
+        return report
+
+    def save(self, out_dir: Path, final: bool = False) -> dict:
+        """Writes ``report.json`` (after every row, so a crash or Ctrl-C keeps what was measured); the final
+        save also draws the plots and writes ``report.md``. Returns what was written."""
+        report = self.build()
+        if final:
+            try:
+                report["plots"] = plots.write_plots(report, out_dir)
+            except Exception as exc:  # a plot must never cost the measured numbers
+                report["plots_error"] = repr(exc)
+            if not any(r.get("bleu_delta") is not None for r in report["results"]):
+                report["plots_note"] = f"no throughput-vs-BLEU-delta plot: {report['quality_note']}"
+            (out_dir / "report.md").write_text(render_markdown(report), encoding="utf-8")
+        write_json(report, out_dir)
+        return report
+
+
+def apply_reference(rows: list[dict], outputs: dict[str, list[str]], score_quality: bool) -> str | None:
+    """BLEU/chrF deltas and exact-match agreement against the hf-torch-fp32 row of this run (in ``rows``);
+    a note when that row was not measured."""
+    ref = next((r for r in rows if r["name"] == REFERENCE_CONFIG and not r.get("error")), None)
+    if ref is None or REFERENCE_CONFIG not in outputs:
+        return f"{REFERENCE_CONFIG} was not measured in this run: no deltas or agreement"
+    if not score_quality:
+        return None
+    for row in rows:
+        if row.get("error") or row["name"] not in outputs:
+            continue
+        row["agreement"] = metrics.agreement(outputs[row["name"]], outputs[REFERENCE_CONFIG])
+        if row.get("bleu") is not None and ref.get("bleu") is not None:
+            row["bleu_delta"] = row["bleu"] - ref["bleu"]
+            row["chrf_delta"] = row["chrf"] - ref["chrf"]
+    return None
 
 
 def _fmt(value, digits: int = 1, na: str = "n/a") -> str:

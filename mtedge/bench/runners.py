@@ -11,7 +11,6 @@ the final ``</s>`` (HF ``max_new_tokens``); ``forced`` asks every engine for exa
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 
@@ -122,14 +121,14 @@ class CT2RawRunner(Runner):
     def load(self):
         import ctranslate2
 
-        from mtedge.engines.ct2_engine import has_forced_eos
+        from mtedge.bundle import Bundle
         from mtedge.tokenizer import BundleTokenizer
 
-        self.tokenizer = BundleTokenizer(self.bundle / "tokenizer")
+        bundle = Bundle.open(self.bundle)
+        self.tokenizer = BundleTokenizer(bundle.tokenizer_dir())
         self.target_prefix = self.tokenizer.ids_to_pieces(self.tokenizer.target_prefix_ids)
         self.eos_piece = self.tokenizer.pieces[self.tokenizer.eos_id]
-        manifest = json.loads((self.bundle / "manifest.json").read_text(encoding="utf-8"))
-        self.forced_eos = has_forced_eos(manifest.get("generation") or {})
+        self.forced_eos = bundle.generation.forces_eos
         device = "cuda" if self.config["device"] == "cuda" else "cpu"
         self.translator = ctranslate2.Translator(
             self.spec["engine_dir"], device=device, compute_type=self.config["precision"],

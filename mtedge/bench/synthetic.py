@@ -12,6 +12,7 @@ import json
 import shutil
 from pathlib import Path
 
+from mtedge.convert.marian_pad import zero_marian_pad_row
 from mtedge.errors import UserError
 
 # Helsinki-NLP/opus-mt-en-de config.json (transformers 4.34-era upload on the Hub; the same values
@@ -92,9 +93,7 @@ def build_synthetic_checkpoint(name: str, out_dir: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     config = MarianConfig(**values, architectures=["MarianMTModel"])
     model = MarianMTModel(config).eval()
-    with torch.no_grad():
-        # CT2 assumes a zero <pad> row (it is the decoder start; mtedge/DESIGN.md §4.1)
-        model.model.shared.weight[values["pad_token_id"]].zero_()
+    zero_marian_pad_row(model)  # CT2 assumes it (mtedge/DESIGN.md §4.1)
     model.generation_config = GenerationConfig(
         bad_words_ids=[[values["pad_token_id"]]], decoder_start_token_id=values["decoder_start_token_id"],
         eos_token_id=values["eos_token_id"], pad_token_id=values["pad_token_id"],
@@ -106,11 +105,11 @@ def build_synthetic_checkpoint(name: str, out_dir: Path, seed: int = 0) -> Path:
 
 def synthetic_bundle(name: str, work_dir: Path) -> Path:
     """The cached bundle of synthetic model ``name`` under ``work_dir``, built on first use."""
-    from mtedge.bench.exporting import export_for_bench
+    from mtedge.bench.exporting import export_for_bench, is_bundle
 
     root = Path(work_dir) / "synthetic" / name
     bundle_dir = root / "bundle"
-    if (bundle_dir / "manifest.json").exists():
+    if is_bundle(bundle_dir):
         return bundle_dir
     checkpoint = root / "checkpoint"
     if not (checkpoint / "model.safetensors").exists():

@@ -6,6 +6,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from mtedge.data import load_pairs
 from mtedge.errors import DataError, UserError
 
 
@@ -25,7 +26,8 @@ def _looks_parallel(path: Path, lines: list[str]) -> bool:
 
 
 def load_test_set(path: str | Path, limit: int | None = None) -> TestSet:
-    """TSV/JSONL with references (via ``mtedge.data.load_pairs``) or a plain text file of sources."""
+    """TSV/JSONL with references (read and cleaned by ``mtedge.data.load_pairs``) or a plain text file of
+    sources."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"test file not found: {path}")
@@ -36,44 +38,12 @@ def load_test_set(path: str | Path, limit: int | None = None) -> TestSet:
     if not lines:
         raise DataError(f"test file {path} is empty")
     if _looks_parallel(path, lines):
-        pairs = _load_pairs(path)
+        pairs = load_pairs(path)  # raises DataError, naming the file, when no pair is left
         if limit:
             pairs = pairs[:limit]
         return TestSet([s for s, _ in pairs], [t for _, t in pairs], str(path))
     sources = [line.strip() for line in lines]
     return TestSet(sources[:limit] if limit else sources, None, str(path))
-
-
-def _load_pairs(path: Path) -> list[tuple[str, str]]:
-    try:
-        from mtedge.data import load_pairs
-    except ImportError:  # the data module is the train stage's; read the two formats ourselves
-        load_pairs = _read_pairs
-    pairs = [(str(s), str(t)) for s, t in load_pairs(path)]
-    if not pairs:
-        raise DataError(f"{path} has no sentence pairs")
-    return pairs
-
-
-def _read_pairs(path: Path) -> list[tuple[str, str]]:
-    import json
-
-    pairs = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        if path.suffix.lower() in {".jsonl", ".json"}:
-            try:
-                record = json.loads(line)
-                pairs.append((record["source"], record["target"]))
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise DataError(f"{path}:{number}: expected a JSON object with source and target") from None
-        else:
-            source, sep, target = line.partition("\t")
-            if not sep:
-                raise DataError(f"{path}:{number}: expected source<TAB>target")
-            pairs.append((source.strip(), target.strip()))
-    return pairs
 
 
 _WORDS = ("the time people year way day man thing woman life child world school state family student "

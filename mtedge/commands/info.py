@@ -43,7 +43,7 @@ def describe_bundle(path: Path, deep: bool) -> tuple[list[str], list[str]]:
     bundle = Bundle.open(path)
     m = bundle.manifest
     src = m.get("source_model", {})
-    gen = bundle.generation
+    gen = bundle.manifest.get("generation") or {}
     lines = [
         f"bundle        {bundle.path}",
         f"name          {bundle.name}   (format {m['format_version']}, mtedge {m.get('mtedge_version')}, "
@@ -52,10 +52,14 @@ def describe_bundle(path: Path, deep: bool) -> tuple[list[str], list[str]]:
         f"languages     {bundle.source_lang or '?'} → {bundle.target_lang or '?'}",
         f"source model  {src.get('path')}  sha256 {str(src.get('sha256'))[:16]}…",
         f"generation    beams {gen.get('num_beams')}, max_new_tokens {gen.get('max_new_tokens')}, "
-        f"length_penalty {gen.get('length_penalty')}",
+        f"length_penalty {gen.get('length_penalty')}, early_stopping {gen.get('early_stopping')}",
         f"tokenizer     {sum(f['size'] for f in m['tokenizer'].get('files', {}).values()) / MB:.2f} MB "
         f"({', '.join(m['tokenizer'].get('files', {}))})",
     ]
+    if "ct2" in m["engines"] and bundle.generation.early_stopping is not True:
+        from mtedge.engines.ct2_engine import STOPPING_RULE_NOTE
+
+        lines.append("note          " + STOPPING_RULE_NOTE.format(value=bundle.generation.early_stopping))
     pad = m.get("export", {}).get("ct2_marian_pad")
     if pad and pad.get("pad_row_zeroed"):
         lines.append(f"note          CT2 models use a zeroed Marian <pad> row (was norm {pad['pad_row_norm']:.4g})")
@@ -148,7 +152,9 @@ def command(path, deep):
     path = Path(path)
     if not path.exists():
         raise UserError(f"not found: {path}")
-    if (path / "manifest.json").is_file():
+    from mtedge.bundle import Bundle
+
+    if Bundle.is_bundle_dir(path):
         lines, problems = describe_bundle(path, deep)
         click.echo("\n".join(lines))
         if problems:

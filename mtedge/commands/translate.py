@@ -24,9 +24,9 @@ from pathlib import Path
 
 import click
 
+from mtedge.engines import check_engine
 from mtedge.errors import UserError
 
-ENGINES = ("ct2", "onnx", "torch")
 # Lines read, translated and written per round: output appears as it is ready, memory stays bounded.
 CHUNK_LINES = 256
 # How the Translator's parameters are spelled on this command line, for its error messages.
@@ -314,8 +314,7 @@ def _translate_stream(translator, lines, sink, options: dict, as_json: bool, rep
 def command(bundle, input_path, output_path, engine, precision, device, beam_size, max_length, length_penalty,
             num_hypotheses, batch_tokens, threads, workers, split_sentences, as_json, progress):
     """Translate BUNDLE's source language to its target language, one line at a time."""
-    if engine not in ENGINES:
-        raise UserError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
+    check_engine(engine)  # before any input is read
     _check_paths(input_path, output_path)
 
     from mtedge.translator import DEFAULT_BATCH_TOKENS, Translator, available_cpus

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import click
 
-from mtedge.commands.translate import ENGINES, FLAG_NAMES, FLOAT, POSITIVE
-from mtedge.errors import UserError
+from mtedge.commands.translate import FLAG_NAMES, FLOAT, POSITIVE
+from mtedge.engines import check_engine
 
 NAMES = {**FLAG_NAMES, "actors": "--actors", "threads_per_actor": "--threads-per-actor",
          "batch_size": "--batch-size", "shard_rows": "--shard-rows"}
@@ -69,8 +69,7 @@ def command(bundle, input_path, output_path, input_format, field_name, output_fo
     shards are kept in the shard directory with a manifest; running the same command again after a
     failure or a kill translates only the shards that are missing or do not verify.
     """
-    if engine not in ENGINES:
-        raise UserError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
+    check_engine(engine)  # before any input is read
     from mtedge.corpus import translate_corpus
 
     report = translate_corpus(

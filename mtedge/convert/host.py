@@ -1,4 +1,5 @@
-"""Facts about the exporting machine: which int8 preset suits its CPU, whether a CUDA GPU is there."""
+"""Facts about the exporting machine: which int8 preset suits its CPU (whether a CUDA GPU is there:
+:func:`mtedge.engines.cuda_available`)."""
 
 from __future__ import annotations
 
@@ -29,11 +30,3 @@ def host_quant_preset() -> str:
     if "avx512f" in flags:
         return "avx512"
     return "avx2"
-
-
-def cuda_available() -> bool:
-    try:
-        import torch
-    except ImportError:
-        return False
-    return torch.cuda.is_available()

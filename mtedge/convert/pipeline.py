@@ -17,9 +17,12 @@ import time
 from pathlib import Path
 
 from mtedge import __version__
-from mtedge.bundle import (FORMAT, FORMAT_VERSION, GPU_PRECISIONS, MANIFEST_NAME, PRECISIONS, describe_files)
+from mtedge.bundle import (FORMAT, FORMAT_VERSION, GPU_PRECISIONS, MANIFEST_NAME, PRECISIONS, GenerationSettings,
+                           describe_files)
 from mtedge.convert import ct2_export, host, onnx_export, source as source_mod, tokenizer_files, validation
+from mtedge.engines import cuda_available
 from mtedge.errors import UserError
+from mtedge.tokenizer import BundleTokenizer
 
 ENGINES = ("onnx", "ct2")
 DEFAULT_ONNX_PRECISIONS = ("fp32", "int8")
@@ -127,7 +130,7 @@ def export_bundle(model_dir: str | Path, out_dir: str | Path, *, engines=ENGINES
         raise UserError(f"unknown engine(s) {', '.join(unknown)}; choose from {', '.join(ENGINES)}")
     log(f"[export] reading {model_dir}")
     source = source_mod.inspect_source(model_dir)
-    cuda = host.cuda_available()
+    cuda = cuda_available("torch")  # fp16 exports are traced on the GPU by PyTorch
     onnx_precisions = _check_precisions("onnx", onnx_precisions, cuda) if "onnx" in engines else []
     ct2_precisions = _check_precisions("ct2", ct2_precisions, cuda) if "ct2" in engines else []
     preset = onnx_quant_preset or host.host_quant_preset()
@@ -161,7 +164,7 @@ def export_bundle(model_dir: str | Path, out_dir: str | Path, *, engines=ENGINES
 def _build(source, staging: Path, name: str, onnx_precisions, ct2_precisions, include_torch: bool,
            preset: str, int8_scheme: str, strict_pad: bool, source_lang, target_lang, log) -> dict:
     log("[export] tokenizer")
-    tok_spec = tokenizer_files.write_tokenizer(source, staging / "tokenizer", source_lang, target_lang)
+    tok_spec, generation = tokenizer_files.write_tokenizer(source, staging / "tokenizer", source_lang, target_lang)
     engines: dict[str, dict] = {}
     notes: dict = {"onnx_quant_preset": preset, "host_quant_preset": host.host_quant_preset()}
 
@@ -194,8 +197,9 @@ def _build(source, staging: Path, name: str, onnx_precisions, ct2_precisions, in
         ct2_root = staging / "ct2"
         ct2_root.mkdir()
         options, ct2_notes = ct2_export.export_ct2(
-            source.path, ct2_root, ct2_precisions, family=source.family.name,
-            pad_id=source.generation.get("pad_token_id"), strict_pad=strict_pad, log=log)
+            source.path, ct2_root, ct2_precisions, family=source.family,
+            pad_id=source.generation.get("pad_token_id"), strict_pad=strict_pad,
+            decoder_start_token=BundleTokenizer(staging / "tokenizer").decoder_start_token, log=log)
         engines["ct2"] = {p: _engine_record(staging, f"ct2/{p}", options[p]) for p in ct2_precisions}
         if ct2_notes:
             notes["ct2_marian_pad"] = ct2_notes
@@ -220,7 +224,7 @@ def _build(source, staging: Path, name: str, onnx_precisions, ct2_precisions, in
         "max_source_positions": tok_spec["model_max_length"],
         "model_shape": model_shape(source.config),
         "tokenizer": {"dir": "tokenizer", "files": describe_files(staging / "tokenizer")},
-        "generation": source.generation,
+        "generation": generation,
         "export": notes,
         "validation_reference": None,
         "engines": engines,
@@ -230,14 +234,15 @@ def _build(source, staging: Path, name: str, onnx_precisions, ct2_precisions, in
 
 
 def _validate(source, staging: Path, manifest: dict, vset, threads, cuda: bool, log) -> None:
-    generation = manifest["generation"]
-    max_new = int(generation["max_new_tokens"])
-    length_penalty = float(generation.get("length_penalty") or 1.0)
+    from mtedge.translator import Translator  # the exports are checked through what users run
+
+    generation = GenerationSettings.from_record(manifest["generation"])
+    max_new, length_penalty = generation.max_length, generation.length_penalty
     log(f"[export] validation: PyTorch reference on {len(vset.sources)} sentences (greedy, beam 4)")
     tok = tokenizer_files.load_hf_tokenizer(source, manifest["source_lang"], manifest["target_lang"])
     torch_out = validation.torch_outputs(
         source.path, tok, vset.sources, max_new_tokens=max_new, length_penalty=length_penalty,
-        forced_bos_token_id=generation.get("forced_bos_token_id"),
+        forced_bos_token_id=generation.forced_bos_token_id,
         max_source_length=manifest["max_source_positions"], threads=threads)
     torch_ref = validation.reference_scores(torch_out, vset.references)
     manifest["validation_reference"] = {"n": len(vset.sources), "source": vset.origin, "max_length": max_new,
@@ -249,7 +254,7 @@ def _validate(source, staging: Path, manifest: dict, vset, threads, cuda: bool, 
                 continue
             log(f"[export] validation: {engine} {precision}")
             record["validation"] = validation.validate_export(
-                staging, engine, precision, vset, torch_out, torch_ref, max_new_tokens=max_new,
+                Translator, staging, engine, precision, vset, torch_out, torch_ref, max_new_tokens=max_new,
                 length_penalty=length_penalty, device="cuda" if precision in GPU_PRECISIONS.get(engine, ()) else "cpu",
                 threads=threads)
             greedy, beam = record["validation"]["greedy"], record["validation"]["beam4"]

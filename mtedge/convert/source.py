@@ -20,14 +20,6 @@ WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.ind
 # Files of a training run that the torch reference copy does not need.
 TRAINING_LEFTOVERS = {"optimizer.pt", "scheduler.pt", "trainer_state.json", "training_args.bin"}
 
-# Tokenizer files each family needs (the runtime tokenizer reads sentencepiece models directly).
-TOKENIZER_FILES = {
-    "marian": ("source.spm", "target.spm", "vocab.json"),
-    "t5": ("spiece.model",),
-    "m2m100": ("sentencepiece.bpe.model", "vocab.json"),
-    "mbart": ("sentencepiece.bpe.model",),
-}
-
 # The HF generation settings the bundle records, with transformers' defaults.
 GENERATION_DEFAULTS = {
     "decoder_start_token_id": None, "bos_token_id": None, "eos_token_id": None, "pad_token_id": None,
@@ -36,6 +28,9 @@ GENERATION_DEFAULTS = {
     "early_stopping": False, "no_repeat_ngram_size": 0, "repetition_penalty": 1.0,
     "renormalize_logits": False,
 }
+# The model's special token ids: HF generate falls back to config.json for these even when a
+# generation_config.json exists; every other setting then comes from that file alone.
+TOKEN_ID_KEYS = ("decoder_start_token_id", "bos_token_id", "eos_token_id", "pad_token_id")
 
 
 @dataclass
@@ -100,15 +95,23 @@ def checkpoint_sha256(model_dir: Path) -> str:
 
 
 def read_generation(model_dir: Path, config: dict) -> dict:
-    """generation_config.json merged over config.json over transformers' defaults."""
+    """What HF ``generate`` uses: generation_config.json over transformers' defaults when the checkpoint has
+    one (config.json then only supplies the special token ids), else config.json over the defaults.
+
+    MBartConfig writes ``forced_eos_token_id: 2`` into config.json by default; a model saved with its own
+    generation_config.json (our mBART fixture) does not force ``</s>`` in HF generate, and reading the
+    config.json value made the export end every length-limited output one token early."""
     path = Path(model_dir) / "generation_config.json"
     try:
-        gen_file = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        gen_file = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
     except json.JSONDecodeError as exc:
         raise UserError(f"{path} is not valid JSON: {exc}") from None
     generation = {}
     for key, default in GENERATION_DEFAULTS.items():
-        generation[key] = gen_file.get(key, config.get(key, default))
+        if gen_file is None:
+            generation[key] = config.get(key, default)
+        else:
+            generation[key] = gen_file.get(key, config.get(key, default) if key in TOKEN_ID_KEYS else default)
     if generation["decoder_start_token_id"] is None:
         generation["decoder_start_token_id"] = generation["pad_token_id"]
     if generation["max_new_tokens"] is None:
@@ -129,13 +132,13 @@ def inspect_source(model_dir: str | Path) -> SourceModel:
     family = detect_family(model_dir)
     if not weight_files(model_dir):
         raise UserError(f"{model_dir} has no model weights (expected one of {', '.join(WEIGHT_FILES[:2])})")
-    missing = [n for n in TOKENIZER_FILES[family.name] if not (model_dir / n).is_file()]
+    missing = [n for n in family.checkpoint_tokenizer_files if not (model_dir / n).is_file()]
     if missing:
         raise UserError(f"{model_dir} lacks the tokenizer file(s) {', '.join(missing)} that a {family.name} "
                         f"model needs; copy them from the base model")
     tok_config_path = model_dir / "tokenizer_config.json"
     tok_config = json.loads(tok_config_path.read_text(encoding="utf-8")) if tok_config_path.is_file() else {}
-    if family.name == "marian" and tok_config.get("separate_vocabs"):
+    if tok_config.get("separate_vocabs"):  # only MarianTokenizer has the option
         raise UnsupportedModelError(f"{model_dir}: Marian models with separate source/target vocabularies "
                                     f"are not supported yet")
     return SourceModel(model_dir, family, config, read_generation(model_dir, config), tok_config)

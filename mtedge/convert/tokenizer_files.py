@@ -15,15 +15,8 @@ from pathlib import Path
 from mtedge.convert.quiet import quiet_libraries
 from mtedge.convert.source import SourceModel
 from mtedge.errors import UserError
+from mtedge.tokenizer import TOKENIZER_JSON
 
-TOKENIZER_JSON = "mtedge_tokenizer.json"
-# (file in the checkpoint, file in the bundle) for the sentencepiece models of each family.
-SPM_FILES = {
-    "marian": {"source_spm": "source.spm", "target_spm": "target.spm"},
-    "t5": {"source_spm": "spiece.model", "target_spm": "spiece.model"},
-    "m2m100": {"source_spm": "sentencepiece.bpe.model", "target_spm": "sentencepiece.bpe.model"},
-    "mbart": {"source_spm": "sentencepiece.bpe.model", "target_spm": "sentencepiece.bpe.model"},
-}
 
 
 def load_hf_tokenizer(source: SourceModel, source_lang: str | None = None, target_lang: str | None = None):
@@ -35,7 +28,7 @@ def load_hf_tokenizer(source: SourceModel, source_lang: str | None = None, targe
             tok = AutoTokenizer.from_pretrained(str(source.path), use_fast=False)
     except Exception as exc:  # a broken/missing tokenizer file surfaces here with a library message
         raise UserError(f"cannot load the tokenizer of {source.path}: {exc}") from None
-    if source.family.name in {"m2m100", "mbart"}:
+    if source.family.multilingual:
         if source_lang:
             tok.src_lang = source_lang
         if target_lang:
@@ -68,10 +61,12 @@ def _language_code(token: str | None) -> str | None:
     return token
 
 
-def tokenizer_spec(source: SourceModel, tok, source_lang: str | None, target_lang: str | None) -> tuple[dict, list[str]]:
-    """(mtedge_tokenizer.json content, complete vocab as a list of pieces)."""
-    family = source.family.name
-    generation = source.generation
+def tokenizer_spec(source: SourceModel, tok, source_lang: str | None, target_lang: str | None
+                   ) -> tuple[dict, list[str], dict]:
+    """(mtedge_tokenizer.json content, complete vocab as a list of pieces, the bundle's generation record:
+    the checkpoint's, with the chosen target language as ``forced_bos_token_id``)."""
+    family = source.family
+    generation = dict(source.generation)
     vocab = complete_vocab(tok, source.vocab_size)
     special = set(tok.all_special_ids)
     sentinel = next(i for i in range(len(vocab)) if i not in special and not vocab[i].startswith("<unused_"))
@@ -79,15 +74,15 @@ def tokenizer_spec(source: SourceModel, tok, source_lang: str | None, target_lan
 
     forced_bos = generation.get("forced_bos_token_id")
     target_prefix_ids = [forced_bos] if forced_bos is not None else []
-    if family in {"m2m100", "mbart"} and target_lang:
-        lang_token = tok.convert_ids_to_tokens(tok.get_lang_id(target_lang)) if family == "m2m100" \
+    if family.multilingual and target_lang:
+        lang_token = tok.convert_ids_to_tokens(tok.get_lang_id(target_lang)) if family.language_tokens == "m2m100" \
             else target_lang
         if lang_token not in tok.get_vocab():
-            raise UserError(f"target language {target_lang!r} is not in the {family} tokenizer")
+            raise UserError(f"target language {target_lang!r} is not in the {family.name} tokenizer")
         target_prefix_ids = [tok.get_vocab()[lang_token]]
         generation["forced_bos_token_id"] = target_prefix_ids[0]
 
-    if family in {"m2m100", "mbart"}:
+    if family.multilingual:
         src = source_lang or getattr(tok, "src_lang", None)
         tgt = target_lang or (_language_code(vocab[target_prefix_ids[0]]) if target_prefix_ids else None)
     else:
@@ -101,8 +96,9 @@ def tokenizer_spec(source: SourceModel, tok, source_lang: str | None, target_lan
         max_len = min(max_len, int(positions))
     eos = generation["eos_token_id"]
     spec = {
-        "kind": family,
-        **SPM_FILES[family],
+        "kind": family.name,
+        "source_spm": family.spm_files[0],
+        "target_spm": family.spm_files[1],
         "vocab": "vocab.json",
         "vocab_size": len(vocab),
         "unk_id": tok.unk_token_id,
@@ -119,7 +115,7 @@ def tokenizer_spec(source: SourceModel, tok, source_lang: str | None, target_lan
         "source_lang": src,
         "target_lang": tgt,
     }
-    if family == "t5":
+    if family.prefix_space_rules:
         # T5Tokenizer(legacy=False) does not segment like plain spm.encode (the first word differs):
         # it encodes "<unk>▁" + text with add_dummy_prefix off and strips the <unk> pieces.
         spec["legacy"] = bool(getattr(tok, "legacy", True))
@@ -128,16 +124,17 @@ def tokenizer_spec(source: SourceModel, tok, source_lang: str | None, target_lan
         spec["add_prefix_space"] = bool(getattr(tok, "add_prefix_space", True))
     # decode() applies transformers' clean_up_tokenization when the checkpoint asks for it.
     spec["clean_up_tokenization_spaces"] = bool(getattr(tok, "clean_up_tokenization_spaces", False))
-    return spec, vocab
+    return spec, vocab, generation
 
 
 def write_tokenizer(source: SourceModel, out_dir: Path, source_lang: str | None = None,
-                    target_lang: str | None = None) -> dict:
-    """Fill ``out_dir`` with the bundle tokenizer; returns the mtedge_tokenizer.json content."""
+                    target_lang: str | None = None) -> tuple[dict, dict]:
+    """Fill ``out_dir`` with the bundle tokenizer; returns (the mtedge_tokenizer.json content, the generation
+    record for the manifest)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tok = load_hf_tokenizer(source, source_lang, target_lang)
-    spec, vocab = tokenizer_spec(source, tok, source_lang, target_lang)
+    spec, vocab, generation = tokenizer_spec(source, tok, source_lang, target_lang)
     for name in {spec["source_spm"], spec["target_spm"]}:
         shutil.copyfile(source.path / name, out_dir / name)
     vocab_map = {}
@@ -145,4 +142,4 @@ def write_tokenizer(source: SourceModel, out_dir: Path, source_lang: str | None 
         vocab_map.setdefault(piece, index)
     (out_dir / "vocab.json").write_text(json.dumps(vocab_map, ensure_ascii=False, indent=0), encoding="utf-8")
     (out_dir / TOKENIZER_JSON).write_text(json.dumps(spec, ensure_ascii=False, indent=2), encoding="utf-8")
-    return spec
+    return spec, generation

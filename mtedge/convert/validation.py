@@ -1,6 +1,7 @@
-"""Export validation: translate a dev set with the PyTorch model (HF generate) and with each export
-through ``mtedge.Translator``, greedy and beam 4 with the same length setting (mtedge/DESIGN.md §4.2), and
-record agreement and BLEU/chrF (with sacrebleu signatures) in the manifest.
+"""Export validation: translate a dev set with the PyTorch model (HF generate) and with each export through
+a translator the caller's factory builds (``mtedge.Translator`` in the export pipeline), greedy and beam 4
+with the same length setting (mtedge/DESIGN.md §4.2), and record agreement and BLEU/chrF (``mtedge.metrics``,
+with sacrebleu signatures) in the manifest.
 
 The quality gate compares the BLEU an export loses against PyTorch:
 - with references: ``BLEU(torch vs refs) − BLEU(export vs refs)``;
@@ -10,10 +11,12 @@ The larger drop over the decoding modes counts.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
+from mtedge import metrics
+from mtedge.data import read_eval_pairs
 from mtedge.errors import DataError, UserError
 
 BUILTIN_SAMPLE = Path(__file__).with_name("validation_sample_en.txt")
@@ -25,6 +28,10 @@ MODES = {"greedy": 1, "beam4": 4}
 EARLY_STOPPING = True
 # Sentences per HF generate call: batched like the runtime, small enough for big models on CPU.
 TORCH_BATCH = 16
+# make_translator(bundle_dir, *, engine, precision, device, threads) -> an object with
+# translate(sources, beam_size=, max_length=, length_penalty=, early_stopping=) returning items with .text.
+# The caller gives it (the export pipeline: mtedge.translator.Translator): validation builds no translator itself.
+TranslatorFactory = Callable[..., object]
 
 
 class QualityGateError(UserError):
@@ -38,43 +45,15 @@ class ValidationSet:
     origin: str
 
 
-def _read_jsonl_pair(line: str, path: Path, number: int) -> tuple[str, str | None]:
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}:{number}: not valid JSON ({exc})") from None
-    if isinstance(row.get("translation"), dict):
-        row = row["translation"]
-    src = next((row[k] for k in ("source", "src", "en") if k in row), None)
-    ref = next((row[k] for k in ("target", "tgt", "ref", "reference", "de") if k in row), None)
-    if src is None:
-        raise DataError(f"{path}:{number}: no source field (expected one of source, src, en)")
-    return src, ref
-
-
-def read_pairs(path: Path) -> list[tuple[str, str | None]]:
-    """(source, reference or None) from a TSV (``src[<TAB>ref]``) or JSONL file."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"validation file not found: {path}")
-    pairs = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        if path.suffix in {".jsonl", ".json"}:
-            pairs.append(_read_jsonl_pair(line, path, number))
-        else:
-            src, _, ref = line.partition("\t")
-            pairs.append((src, ref.split("\t")[0] if ref else None))
-    return pairs
-
-
 def load_validation_set(path: str | Path | None, n: int) -> ValidationSet:
     """The first ``n`` sentences of ``path``, or of the built-in generic English sample."""
     if path is None:
         sources = [s for s in BUILTIN_SAMPLE.read_text(encoding="utf-8").splitlines() if s.strip()][:n]
         return ValidationSet(sources, None, f"built-in English sample ({BUILTIN_SAMPLE.name})")
-    pairs = [(s, r) for s, r in read_pairs(Path(path)) if s.strip()][:n]
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"validation file not found: {path}")
+    pairs = [(s, r) for s, r in read_eval_pairs(path) if s.strip()][:n]
     if not pairs:
         raise DataError(f"validation file {path} has no sentences")
     refs = [r for _, r in pairs]
@@ -117,14 +96,10 @@ def torch_outputs(model_dir: Path, tok, sources: list[str], *, max_new_tokens: i
         torch.set_num_threads(previous)
 
 
-# -- metrics -----------------------------------------------------------------------------------
+# -- metrics (recorded rounded: the policy in mtedge.metrics) ----------------------------------
 def _scores(hyps: list[str], refs: list[str]) -> tuple[float, float, str, str]:
-    from sacrebleu.metrics import BLEU, CHRF
-
-    bleu, chrf = BLEU(), CHRF()
-    b = bleu.corpus_score(hyps, [refs])
-    c = chrf.corpus_score(hyps, [refs])
-    return round(b.score, 2), round(c.score, 2), str(bleu.get_signature()), str(chrf.get_signature())
+    bleu, chrf = metrics.corpus_bleu(hyps, refs), metrics.corpus_chrf(hyps, refs)
+    return metrics.rounded(bleu.score), metrics.rounded(chrf.score), bleu.signature, chrf.signature
 
 
 def reference_scores(torch_out: dict[str, list[str]], references: list[str] | None) -> dict:
@@ -140,29 +115,25 @@ def reference_scores(torch_out: dict[str, list[str]], references: list[str] | No
 
 def mode_record(hyps: list[str], torch_hyps: list[str], references: list[str] | None,
                 torch_ref: dict | None) -> dict:
-    agreement = sum(h == t for h, t in zip(hyps, torch_hyps)) / max(1, len(hyps))
     bleu_t, chrf_t, bsig, csig = _scores(hyps, torch_hyps)
-    record = {"agreement": round(agreement, 4), "bleu_vs_torch": bleu_t, "chrf_vs_torch": chrf_t,
+    agreement = metrics.rounded(metrics.agreement(hyps, torch_hyps), metrics.RATE_DECIMALS)
+    record = {"agreement": agreement, "bleu_vs_torch": bleu_t, "chrf_vs_torch": chrf_t,
               "bleu_ref": None, "chrf_ref": None, "bleu_delta": None,
               "signature": {"bleu": bsig, "chrf": csig}}
     if references:
         bleu_r, chrf_r, _, _ = _scores(hyps, references)
-        record.update(bleu_ref=bleu_r, chrf_ref=chrf_r, bleu_delta=round(bleu_r - torch_ref["bleu_ref"], 2))
-        record["bleu_drop"] = round(torch_ref["bleu_ref"] - bleu_r, 2)
+        record.update(bleu_ref=bleu_r, chrf_ref=chrf_r, bleu_delta=metrics.rounded(bleu_r - torch_ref["bleu_ref"]))
+        record["bleu_drop"] = metrics.rounded(torch_ref["bleu_ref"] - bleu_r)
     else:
-        record["bleu_drop"] = round(100.0 - bleu_t, 2)
+        record["bleu_drop"] = metrics.rounded(100.0 - bleu_t)
     return record
 
 
 # -- the exports -------------------------------------------------------------------------------
-def translate_with_bundle(bundle_dir: Path, engine: str, precision: str, sources: list[str], *,
-                          max_new_tokens: int, length_penalty: float, device: str = "cpu",
+def translate_with_bundle(make_translator: TranslatorFactory, bundle_dir: Path, engine: str, precision: str,
+                          sources: list[str], *, max_new_tokens: int, length_penalty: float, device: str = "cpu",
                           threads: int | None = None) -> dict[str, list[str]]:
-    try:
-        from mtedge import Translator
-    except ImportError as exc:
-        raise RuntimeError(f"mtedge.Translator is not available ({exc}); cannot validate the export") from None
-    translator = Translator(bundle_dir, engine=engine, precision=precision, device=device, threads=threads)
+    translator = make_translator(bundle_dir, engine=engine, precision=precision, device=device, threads=threads)
     out = {}
     for mode, beams in MODES.items():
         results = translator.translate(sources, beam_size=beams, max_length=max_new_tokens,
@@ -171,11 +142,12 @@ def translate_with_bundle(bundle_dir: Path, engine: str, precision: str, sources
     return out
 
 
-def validate_export(bundle_dir: Path, engine: str, precision: str, vset: ValidationSet,
-                    torch_out: dict[str, list[str]], torch_ref: dict, *, max_new_tokens: int,
+def validate_export(make_translator: TranslatorFactory, bundle_dir: Path, engine: str, precision: str,
+                    vset: ValidationSet, torch_out: dict[str, list[str]], torch_ref: dict, *, max_new_tokens: int,
                     length_penalty: float, device: str = "cpu", threads: int | None = None) -> dict:
-    outputs = translate_with_bundle(bundle_dir, engine, precision, vset.sources, max_new_tokens=max_new_tokens,
-                                    length_penalty=length_penalty, device=device, threads=threads)
+    outputs = translate_with_bundle(make_translator, bundle_dir, engine, precision, vset.sources,
+                                    max_new_tokens=max_new_tokens, length_penalty=length_penalty, device=device,
+                                    threads=threads)
     record = {"n": len(vset.sources), "source": vset.origin, "max_length": max_new_tokens,
               "length_penalty": length_penalty, "device": device,
               "gate_basis": "bleu_vs_references" if vset.references else "100_minus_bleu_vs_torch"}

@@ -115,7 +115,7 @@ def translate_corpus(bundle: str | Path, input_path: str | Path, output_path: st
     try:
         decode = translator.decode_options(beam_size, max_length, 0, length_penalty, names=names)
         precision = translator.precision
-        bundle_sha = sha256_file(translator.bundle.path / "manifest.json")
+        bundle_sha = sha256_file(translator.bundle.manifest_path)
     finally:
         translator.close()
     options = {"beam_size": decode.beam_size, "max_length": decode.max_length,

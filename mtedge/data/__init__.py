@@ -9,13 +9,14 @@ from pathlib import Path
 
 from mtedge.data.clean import CleanStats, clean_pairs, clean_pairs_with_stats, normalize_text
 from mtedge.data.pairs import Pair
-from mtedge.data.readers import FORMATS, detect_format, read_pairs, read_tsv, write_tsv
+from mtedge.data.readers import FORMATS, detect_format, read_eval_pairs, read_pairs, read_tsv, write_tsv
 from mtedge.data.split import Splits, split_pairs
 from mtedge.errors import DataError
 
 __all__ = [
     "FORMATS", "CleanStats", "DataError", "Pair", "Splits", "clean_pairs", "clean_pairs_with_stats",
-    "detect_format", "load_pairs", "normalize_text", "read_pairs", "read_tsv", "split_pairs", "write_tsv",
+    "detect_format", "load_pairs", "normalize_text", "read_eval_pairs", "read_pairs", "read_tsv", "split_pairs",
+    "write_tsv",
 ]
 
 _CLEAN_OPTIONS = ("min_words", "max_words", "max_ratio", "dedupe")

@@ -8,10 +8,11 @@ exact duplicates (keeping the first occurrence, so the input order decides).
 from __future__ import annotations
 
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterable
 
 from mtedge.data.pairs import Pair
+from mtedge.text.clean import clean_text
 
 # Invisible format characters that only get in the tokenizer's way: BOM, zero-width space, soft hyphen,
 # word joiner. (ZWJ/ZWNJ stay: they change how some scripts and emoji render.)
@@ -19,17 +20,12 @@ _INVISIBLE = {"\ufeff", "\u200b", "\u00ad", "\u2060"}
 
 
 def normalize_text(text: str) -> str:
-    """NFC, every whitespace run (tabs, newlines, NBSP...) -> one space, control characters dropped, stripped."""
-    text = unicodedata.normalize("NFC", text)
-    out = []
-    for ch in text:
-        if ch.isspace():
-            out.append(" ")
-        elif ch in _INVISIBLE or unicodedata.category(ch) == "Cc":
-            continue
-        else:
-            out.append(ch)
-    return " ".join("".join(out).split())
+    """NFC, then the runtime's :func:`mtedge.text.clean_text` (control characters, BOM, lone surrogates),
+    then what only training data gets: invisible format characters dropped, every whitespace run (tabs,
+    NBSP...) -> one space, stripped. The runtime stops at clean_text because a translation must see the
+    text the HF tokenizer would see; training pairs are ours to normalize."""
+    text = clean_text(unicodedata.normalize("NFC", text))  # NFC first: a dropped control keeps marks apart
+    return " ".join("".join(ch for ch in text if ch not in _INVISIBLE).split())
 
 
 @dataclass

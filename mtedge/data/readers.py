@@ -1,4 +1,5 @@
-"""Reading and writing parallel data: TSV, JSONL, gettext (.po/.mo) and two aligned text files."""
+"""Reading and writing parallel data: TSV, JSONL, gettext (.po/.mo), two aligned text files, and dev/test
+files whose references may be missing (:func:`read_eval_pairs`)."""
 
 from __future__ import annotations
 
@@ -107,6 +108,18 @@ def write_tsv(pairs: Iterable[Pair], path: str | Path) -> Path:
     return path
 
 
+def _json_object(line: str, path, lineno: int) -> dict:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        # json's messages can end in "at" ("Unterminated string starting at"): don't say "at at"
+        message = exc.msg[:-3] if exc.msg.endswith(" at") else exc.msg
+        raise DataError(f"{path}:{lineno}: not valid JSON ({message} at column {exc.colno})") from None
+    if not isinstance(record, dict):
+        raise DataError(f"{path}:{lineno}: expected a JSON object, found {type(record).__name__}")
+    return record
+
+
 def read_jsonl(
     path: str | Path, *, src_key: str = "src", tgt_key: str = "tgt", encoding_errors: str = "strict",
 ) -> list[Pair]:
@@ -115,14 +128,7 @@ def read_jsonl(
     for lineno, line in enumerate(read_lines(path, encoding_errors=encoding_errors), start=1):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            # json's messages can end in "at" ("Unterminated string starting at"): don't say "at at"
-            message = exc.msg[:-3] if exc.msg.endswith(" at") else exc.msg
-            raise DataError(f"{path}:{lineno}: not valid JSON ({message} at column {exc.colno})") from None
-        if not isinstance(record, dict):
-            raise DataError(f"{path}:{lineno}: expected a JSON object, found {type(record).__name__}")
+        record = _json_object(line, path, lineno)
         missing = [key for key in (src_key, tgt_key) if key not in record]
         if missing:
             raise DataError(
@@ -154,3 +160,41 @@ def read_aligned_text(
             f"{target_path} has {len(targets)} lines"
         )
     return [Pair(s, t) for s, t in zip(sources, targets)]
+
+
+# Evaluation files name their fields in more ways than training data: ours, the short forms, and the HF
+# datasets layout ({"translation": {"en": ..., "de": ...}}); the first key present wins.
+EVAL_SOURCE_KEYS = ("source", "src", "en")
+EVAL_REFERENCE_KEYS = ("target", "tgt", "ref", "reference", "de")
+
+
+def read_eval_pairs(path: str | Path, *, encoding_errors: str = "strict") -> list[tuple[str, str | None]]:
+    """(source, reference or None) rows of a dev/test file, where a reference may be missing.
+
+    - ``.jsonl`` / ``.json``: one JSON object per line, fields named by :data:`EVAL_SOURCE_KEYS` and
+      :data:`EVAL_REFERENCE_KEYS`, at the top level or inside ``"translation"``;
+    - anything else: ``source[<TAB>reference[<TAB>...]]`` lines (further columns are ignored).
+
+    Blank lines are skipped; an empty reference is None.
+    """
+    path = as_path(path)
+    as_json = path.suffix.lower() in {".jsonl", ".json"}
+    rows = []
+    for lineno, line in enumerate(read_lines(path, encoding_errors=encoding_errors), start=1):
+        if not line.strip():
+            continue
+        if not as_json:
+            src, _, ref = line.partition("\t")
+            rows.append((src, ref.split("\t")[0] or None))
+            continue
+        record = _json_object(line, path, lineno)
+        if isinstance(record.get("translation"), dict):
+            record = record["translation"]
+        src = next((record[k] for k in EVAL_SOURCE_KEYS if k in record), None)
+        ref = next((record[k] for k in EVAL_REFERENCE_KEYS if k in record), None)
+        if src is None:
+            raise DataError(f"{path}:{lineno}: no source field (expected one of {', '.join(EVAL_SOURCE_KEYS)})")
+        if not isinstance(src, str) or not isinstance(ref, (str, type(None))):
+            raise DataError(f"{path}:{lineno}: the source and the reference must be strings")
+        rows.append((src, ref or None))
+    return rows

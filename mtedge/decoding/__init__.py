@@ -8,11 +8,10 @@ tokens, scores, n-best — is here and matches Hugging Face ``generate`` (transf
 from __future__ import annotations
 
 from mtedge.decoding.beam import beam_search
-from mtedge.decoding.common import check_options
 from mtedge.decoding.greedy import greedy_search
 from mtedge.decoding.logits import LogitsProcessor, TokenRules
 from mtedge.decoding.model import StepModel
-from mtedge.engines.base import DecodeOptions, Hypothesis
+from mtedge.types import DecodeOptions, Hypothesis
 
 __all__ = ["StepModel", "TokenRules", "LogitsProcessor", "decode", "greedy_search", "beam_search"]
 
@@ -21,7 +20,7 @@ def decode(model: StepModel, num_sources: int, rules: TokenRules,
            options: DecodeOptions) -> list[list[Hypothesis]]:
     """n-best hypotheses for each of ``num_sources`` sentences: greedy when ``beam_size == 1``
     (HF ``num_beams=1``), beam search otherwise."""
-    check_options(options)
+    options.check()
     if options.beam_size == 1:
         return greedy_search(model, num_sources, rules, options)
     return beam_search(model, num_sources, rules, options)

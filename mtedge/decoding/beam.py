@@ -28,7 +28,7 @@ import numpy as np
 from mtedge.decoding.common import DEAD_SCORE, length_divisor, output_ids
 from mtedge.decoding.logits import NEG_INF, LogitsProcessor, TokenRules
 from mtedge.decoding.model import StepModel
-from mtedge.engines.base import DecodeOptions, Hypothesis
+from mtedge.types import DecodeOptions, Hypothesis
 
 
 def _best(values: np.ndarray, k: int) -> np.ndarray:

@@ -16,7 +16,7 @@ import numpy as np
 from mtedge.decoding.common import length_divisor, output_ids
 from mtedge.decoding.logits import LogitsProcessor, TokenRules
 from mtedge.decoding.model import StepModel
-from mtedge.engines.base import DecodeOptions, Hypothesis
+from mtedge.types import DecodeOptions, Hypothesis
 
 
 def greedy_search(model: StepModel, num_sources: int, rules: TokenRules,

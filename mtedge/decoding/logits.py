@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mtedge.engines.base import TargetSpec
+from mtedge.types import TargetSpec
 
 NEG_INF = np.float32(-np.inf)
 

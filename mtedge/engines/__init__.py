@@ -1,15 +1,17 @@
 """The engines that run a bundle, and :func:`load_engine`, which picks and builds one.
 
+Engine, precision and device are checked in one place, :func:`resolve_engine` (one message each);
+:func:`build_engine` takes the values it returns.
+
 Each engine module imports its own library (ctranslate2, onnxruntime, torch) when it is built,
 never at ``import mtedge``. ``torch`` is the PyTorch reference and needs the ``mtedge[export]`` extra.
 """
 
 from __future__ import annotations
 
-import importlib
-
 from mtedge.bundle import GPU_PRECISIONS, PRECISIONS, Bundle
-from mtedge.engines.base import DecodeOptions, Engine, Hypothesis, TargetSpec
+from mtedge.engines.base import Engine
+from mtedge.types import DecodeOptions, Hypothesis, TargetSpec
 from mtedge.errors import UserError
 
 ENGINES = ("ct2", "onnx", "torch")
@@ -23,7 +25,14 @@ PRECISION_ALIASES = {
 DEVICES = ("auto", "cpu", "cuda")
 
 __all__ = ["ENGINES", "DEFAULT_PRECISION", "DecodeOptions", "Engine", "Hypothesis", "TargetSpec",
-           "load_engine", "resolve_precision", "resolve_device", "cuda_available"]
+           "build_engine", "check_engine", "load_engine", "resolve_engine", "resolve_precision", "resolve_device",
+           "cuda_available"]
+
+
+def check_engine(engine) -> str:
+    if engine not in ENGINES:
+        raise UserError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
+    return engine
 
 
 def resolve_precision(engine: str, precision: str | None) -> str:
@@ -52,7 +61,7 @@ def cuda_available(engine: str) -> bool:
             import torch
 
             return torch.cuda.is_available()
-    except ImportError:
+    except Exception:  # the library missing, or a broken CUDA runtime: CPU only
         return False
     return False
 
@@ -82,10 +91,21 @@ def load_engine(bundle: Bundle, engine: str, precision: str | None = None, devic
     calls that may run at once (``inter_threads``); the other engines run one call at a time.
     ``device``: auto | cpu | cuda (see :func:`resolve_device`).
     """
-    if engine not in ENGINES:
-        raise UserError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
+    engine, precision, device = resolve_engine(engine, precision, device)
+    return build_engine(bundle, engine, precision, device, threads, tokenizer=tokenizer, workers=workers,
+                        graph_optimization=graph_optimization)
+
+
+def resolve_engine(engine: str, precision: str | None, device: str) -> tuple[str, str, str]:
+    """The checked ``(engine, precision, device)``: aliases resolved, ``auto`` decided, GPU-only refused."""
+    check_engine(engine)
     precision = resolve_precision(engine, precision)
-    device = resolve_device(engine, device, precision)
+    return engine, precision, resolve_device(engine, device, precision)
+
+
+def build_engine(bundle: Bundle, engine: str, precision: str, device: str, threads: int | None = None, *,
+                 tokenizer=None, workers: int = 1, graph_optimization: str = "all") -> Engine:
+    """Build an engine from values :func:`resolve_engine` returned."""
     model_dir = bundle.engine_dir(engine, precision)  # names what the bundle has when it lacks this
     if tokenizer is None:
         from mtedge.tokenizer import BundleTokenizer
@@ -94,24 +114,17 @@ def load_engine(bundle: Bundle, engine: str, precision: str | None = None, devic
     target = tokenizer.target_spec()
     generation = bundle.generation
     if engine == "ct2":
-        from mtedge.engines.ct2_engine import CT2Engine, has_forced_eos
+        from mtedge.engines.ct2_engine import CT2Engine
 
         return CT2Engine(model_dir, target, tokenizer.pieces, precision=precision, device=device,
                          threads=threads, workers=workers, unk_id=tokenizer.unk_id,
-                         forced_eos=has_forced_eos(generation),
-                         repetition_penalty=generation.get("repetition_penalty") or 1.0,
-                         no_repeat_ngram_size=generation.get("no_repeat_ngram_size") or 0)
+                         forced_eos=generation.forces_eos, repetition_penalty=generation.repetition_penalty,
+                         no_repeat_ngram_size=generation.no_repeat_ngram_size)
     if engine == "torch":
         from mtedge.engines.torch_engine import TorchEngine
 
         return TorchEngine(model_dir, target, device=device, threads=threads)
-    try:
-        module = importlib.import_module("mtedge.engines.onnx_engine")
-    except ModuleNotFoundError as exc:
-        if exc.name != "mtedge.engines.onnx_engine":
-            raise
-        raise UserError("the ONNX engine is not part of this mtedge build (mtedge.engines.onnx_engine is "
-                        "missing); use engine 'ct2'") from None
-    return module.OnnxEngine(model_dir, target, bundle.manifest.get("model_shape") or {}, device=device,
-                             threads=threads, graph_optimization=graph_optimization,
-                             generation=bundle.generation)  # already parsed: no second manifest read
+    from mtedge.engines.onnx_engine import OnnxEngine
+
+    return OnnxEngine(model_dir, target, bundle.model_shape, device=device, threads=threads,
+                      graph_optimization=graph_optimization, generation=generation)

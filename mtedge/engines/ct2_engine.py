@@ -30,19 +30,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mtedge.engines.base import DecodeOptions, Engine, Hypothesis, TargetSpec
+from mtedge.engines.base import Engine
+from mtedge.types import DecodeOptions, Hypothesis, TargetSpec
+
+# What `mtedge info` tells users of a bundle whose beam search does not stop early (see above).
+STOPPING_RULE_NOTE = ("ct2 beam search stops like HF early_stopping=True; this bundle's generation says "
+                      "early_stopping={value}, which the onnx and torch engines follow: their beam outputs can "
+                      "differ from ct2's on rare sentences")
 
 
 def _corrupt(path: Path, detail: str):
     from mtedge.bundle import corrupt_file
 
     return corrupt_file(path, path.parent.parent.parent, detail)  # <bundle>/ct2/<precision>/<file>
-
-
-def has_forced_eos(generation: dict) -> bool:
-    """Whether the bundle's generation config forces ``</s>`` at the length limit (Marian's
-    ``forced_eos_token_id``); T5 and M2M100 have none."""
-    return generation.get("forced_eos_token_id") is not None
 
 
 def decoding_steps(max_length: int, forced_eos: bool) -> int:

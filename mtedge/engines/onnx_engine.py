@@ -24,7 +24,6 @@ The runtime path: numpy + onnxruntime only (no torch, no transformers).
 
 from __future__ import annotations
 
-import json
 import re
 import warnings
 from collections.abc import Mapping
@@ -32,8 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
+from mtedge.bundle import Bundle, GenerationSettings, corrupt_file
 from mtedge.decoding import TokenRules, decode
-from mtedge.engines.base import DecodeOptions, Engine, Hypothesis, TargetSpec
+from mtedge.engines.base import Engine
+from mtedge.types import DecodeOptions, Hypothesis, TargetSpec
 from mtedge.errors import BundleError, UserError
 
 ENCODER_FILE = "encoder_model.onnx"
@@ -86,18 +87,7 @@ def load_session(path: Path, options, providers):
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=providers)
     except Exception as exc:  # ORT raises its own Fail/InvalidProtobuf/... types
-        from mtedge.bundle import corrupt_file
-
         raise corrupt_file(path, path.parent.parent.parent, f"ONNX Runtime: {exc}") from None
-
-
-def _bundle_generation(model_dir: Path) -> dict:
-    """The bundle manifest's ``generation`` record (``<bundle>/onnx/<precision>/`` → ``<bundle>``)."""
-    manifest = model_dir.parent.parent / "manifest.json"
-    try:
-        return dict(json.loads(manifest.read_text(encoding="utf-8")).get("generation") or {})
-    except (OSError, ValueError, AttributeError):
-        return {}
 
 
 class DecoderGraph:
@@ -146,7 +136,7 @@ def _static(dim, fallback, what: str) -> int:
 class OnnxEngine(Engine):
     """``OnnxEngine(model_dir, target, model_shape)``: ``model_dir`` is a bundle's ``onnx/<precision>/``.
 
-    ``generation`` is the manifest's generation record (HF ``generation_config``); it decides
+    ``generation`` is the bundle's parsed generation record (HF ``generation_config``); it decides
     whether ``</s>`` is forced at the length limit (``forced_eos_token_id``) and whether scores are
     renormalised after the bans (``renormalize_logits``). ``None`` reads it from the bundle that
     holds ``model_dir``.
@@ -156,7 +146,7 @@ class OnnxEngine(Engine):
 
     def __init__(self, model_dir: Path, target: TargetSpec, model_shape: Mapping | None = None, *,
                  device: str = "cpu", threads: int | None = None, graph_optimization: str = "all",
-                 generation: Mapping | None = None):
+                 generation: GenerationSettings | None = None):
         self.model_dir = Path(model_dir)
         self.target = target
         self.device = device
@@ -165,12 +155,10 @@ class OnnxEngine(Engine):
         self.encoder = load_session(self.model_dir / ENCODER_FILE, options, providers)
         self.decoder = load_session(self.model_dir / DECODER_FILE, options, providers)
         self.graph = DecoderGraph(self.decoder, model_shape or {})
-        generation = _bundle_generation(self.model_dir) if generation is None else dict(generation)
-        forced_eos = generation.get("forced_eos_token_id")
-        if isinstance(forced_eos, list):  # HF allows a list; we end on the first
-            forced_eos = forced_eos[0] if forced_eos else None
-        self.rules = TokenRules.from_target(target, forced_eos_id=forced_eos,
-                                            renormalize=bool(generation.get("renormalize_logits")))
+        if generation is None:
+            generation = Bundle.holding(self.model_dir).generation
+        self.rules = TokenRules.from_target(target, forced_eos_id=generation.forced_eos_token_id,
+                                            renormalize=generation.renormalize_logits)
         _warn_unsupported(generation)
         # CUDA: IO binding keeps the caches on the GPU (None: plain numpy runs on CPU)
         self.io_runner = IOBindingRunner("cuda") if device == "cuda" else None
@@ -187,14 +175,9 @@ class OnnxEngine(Engine):
         self.encoder = self.decoder = None
 
 
-def _warn_unsupported(generation: Mapping) -> None:
+def _warn_unsupported(generation: GenerationSettings) -> None:
     """HF processors the searches do not implement: say so instead of silently differing from HF."""
-    ignored = []
-    if (generation.get("repetition_penalty") or 1.0) != 1.0:
-        ignored.append(f"repetition_penalty={generation['repetition_penalty']}")
-    if generation.get("no_repeat_ngram_size") or 0:
-        ignored.append(f"no_repeat_ngram_size={generation['no_repeat_ngram_size']}")
-    if ignored:
+    if ignored := generation.unsupported_by_searches():
         warnings.warn(f"the ONNX engine ignores the checkpoint's {', '.join(ignored)}: its outputs will "
                       f"differ from HF generate (the ct2 engine applies them)", stacklevel=3)
 

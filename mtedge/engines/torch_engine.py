@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mtedge.engines.base import DecodeOptions, Engine, Hypothesis, TargetSpec
+from mtedge.engines.base import Engine
+from mtedge.types import DecodeOptions, Hypothesis, TargetSpec
 from mtedge.errors import UserError
 
 

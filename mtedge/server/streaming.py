@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from mtedge.engines.base import DecodeOptions
+from mtedge.types import DecodeOptions
 from mtedge.text import Segment, join_segments
 
 

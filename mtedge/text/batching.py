@@ -8,12 +8,14 @@ input order from the returned indices. A segment longer than the budget gets a b
 from __future__ import annotations
 
 
-def token_budget_batches(lengths: list[int], batch_tokens: int, max_batch_size: int | None = None
-                         ) -> list[list[int]]:
-    """Indices into ``lengths``, grouped into batches of at most ``batch_tokens`` padded tokens."""
+def token_budget_batches(lengths: list[int], batch_tokens: int, max_batch_size: int | None = None, *,
+                         longest_first: bool = True) -> list[list[int]]:
+    """Indices into ``lengths``, grouped into batches of at most ``batch_tokens`` padded tokens.
+    ``longest_first=False`` (training) batches from the shortest up; ties keep the input order."""
     if batch_tokens < 1:
         raise ValueError("batch_tokens must be at least 1")
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    sign = -1 if longest_first else 1
+    order = sorted(range(len(lengths)), key=lambda i: (sign * lengths[i], i))
     batches: list[list[int]] = []
     current: list[int] = []
     longest = 0

@@ -7,24 +7,15 @@ from __future__ import annotations
 
 import random
 
+from mtedge.text.batching import token_budget_batches
 
-def token_budget_batches(lengths: list[tuple[int, int]], batch_tokens: int, max_batch_size: int = 512
-                         ) -> list[list[int]]:
+
+def pair_batches(lengths: list[tuple[int, int]], batch_tokens: int, max_batch_size: int = 512) -> list[list[int]]:
     """Group indices so that ``batch size * (longest source + longest target)`` stays within
-    ``batch_tokens`` (padding counted: that is what the forward pass costs)."""
-    order = sorted(range(len(lengths)), key=lambda i: (lengths[i][0] + lengths[i][1], i))
-    batches, current, widest = [], [], 0
-    for index in order:
-        width = lengths[index][0] + lengths[index][1]
-        grown = max(widest, width)
-        if current and (grown * (len(current) + 1) > batch_tokens or len(current) >= max_batch_size):
-            batches.append(current)
-            current, grown = [], width
-        current.append(index)
-        widest = grown
-    if current:
-        batches.append(current)
-    return batches
+    ``batch_tokens`` (padding counted: that is what the forward pass costs); shortest first, so a
+    resumed run with the same data sees the same batches."""
+    return token_budget_batches([src + tgt for src, tgt in lengths], batch_tokens, max_batch_size,
+                                longest_first=False)
 
 
 def epoch_order(n_batches: int, seed: int, epoch: int) -> list[int]:

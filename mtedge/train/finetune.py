@@ -15,9 +15,8 @@ from mtedge.errors import UserError
 from mtedge.families import detect_family
 from mtedge.train import inputs
 from mtedge.train.loop import STATE_NAME, LoopConfig, LoopResult, train_loop
-from mtedge.train.methods import (
-    AdaLoraStepHook, MethodSettings, apply_method, check_method, zero_marian_pad_row,
-)
+from mtedge.convert.marian_pad import zero_marian_pad_row
+from mtedge.train.methods import AdaLoraStepHook, MethodSettings, apply_method, check_method
 
 MERGED_DIR = "merged"
 # Learning rates that suit each method when the user names none: adapters start from zero and
@@ -81,15 +80,15 @@ def finetune(request: FinetuneRequest, *, after_step: Callable | None = None) ->
 
     torch.manual_seed(request.loop.seed)  # adapter initialisation is random too
     model, record["method_config"] = apply_method(model, family.name, request.method, request.loop.max_steps)
-    full_marian = request.method.method == "full" and family.name == "marian"
-    if full_marian:
+    zero_pad_row = request.method.method == "full" and family.ct2_zero_pad_row
+    if zero_pad_row:
         zero_marian_pad_row(model)  # mtedge/DESIGN.md §4.1, before the first step as after every one
 
     _prepare_output_dir(out, request)
     inputs.write_run_record(out, record)
     save_model, load_model = _model_io(request.method.method, tokenizer)
     result = train_loop(model, tokenizer, train_pairs, dev_pairs, out, request.loop, save_model=save_model,
-                        load_model=load_model, after_step=_after_step(full_marian, after_step),
+                        load_model=load_model, after_step=_after_step(zero_pad_row, after_step),
                         step_hook=AdaLoraStepHook() if request.method.method == "adalora" else None,
                         progress=request.progress, meta={"method": request.method.method, "family": family.name})
     record["result"] = {"steps": result.steps, "stopped": result.stopped, "best_step": result.best_step,
@@ -212,8 +211,8 @@ def load_full_weights(model, path: Path) -> None:
         raise UserError(f"{path} lacks weights of this model (e.g. {missing[0]})")
 
 
-def _after_step(full_marian: bool, user_hook: Callable | None) -> Callable | None:
-    if not full_marian:
+def _after_step(zero_pad_row: bool, user_hook: Callable | None) -> Callable | None:
+    if not zero_pad_row:
         return user_hook
 
     def hook(model) -> None:

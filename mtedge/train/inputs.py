@@ -17,7 +17,6 @@ from mtedge.errors import UserError
 from mtedge.families import Family
 
 RUN_RECORD = "run.json"
-MULTILINGUAL_FAMILIES = ("m2m100", "mbart")
 # "owner/name" or "name": what a hub repository id looks like (a path that does not exist locally
 # and does not look like one is tried on the hub).
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -96,7 +95,7 @@ def check_tokenizer_matches(model, tokenizer, tokenizer_dir: Path, model_dir: Pa
 
 def apply_languages(family: Family, tokenizer, model, source_lang: str | None, target_lang: str | None) -> dict:
     """Select the language tokens of multilingual families; returns the languages used."""
-    if family.name not in MULTILINGUAL_FAMILIES:
+    if not family.multilingual:
         if source_lang or target_lang:
             raise UserError(f"--source-lang/--target-lang select the language tokens of M2M100/NLLB/mBART "
                             f"models; a {family.name} model has no language tokens")

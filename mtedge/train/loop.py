@@ -35,8 +35,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from mtedge import metrics
 from mtedge.errors import UserError
-from mtedge.train.batching import epoch_order, token_budget_batches
+from mtedge.train.batching import epoch_order, pair_batches
+from mtedge.train.encoded_cache import load_or_encode
 from mtedge.train.precision import resolve_precision
 
 CHECKPOINT_DIR = "checkpoint"
@@ -92,9 +94,8 @@ class LoopResult:
 
 # -- evaluation --------------------------------------------------------------------------------
 def evaluate(model, tokenizer, pairs, config: LoopConfig, device) -> dict:
-    """Greedy (or ``eval_beams``) translations of ``pairs`` scored with sacrebleu."""
+    """Greedy (or ``eval_beams``) translations of ``pairs`` scored by :mod:`mtedge.metrics`."""
     import torch
-    from sacrebleu.metrics import BLEU, CHRF
 
     pairs = pairs[: config.eval_max_sentences]
     sources = [s for s, _ in pairs]
@@ -114,10 +115,10 @@ def evaluate(model, tokenizer, pairs, config: LoopConfig, device) -> dict:
     if was_training:
         model.train()
     refs = [t for _, t in pairs]
-    bleu, chrf = BLEU(), CHRF()
-    return {"bleu": round(bleu.corpus_score(hyps, [refs]).score, 2),
-            "chrf": round(chrf.corpus_score(hyps, [refs]).score, 2),
-            "signature": {"bleu": str(bleu.get_signature()), "chrf": str(chrf.get_signature())},
+    bleu, chrf = metrics.corpus_bleu(hyps, refs), metrics.corpus_chrf(hyps, refs)
+    # rounded before best-BLEU comparisons too, so a resumed run decides as the log reads
+    return {"bleu": metrics.rounded(bleu.score), "chrf": metrics.rounded(chrf.score),
+            "signature": {"bleu": bleu.signature, "chrf": chrf.signature},
             "n": len(pairs), "sample": [h[:200] for h in hyps[:3]]}
 
 
@@ -241,8 +242,11 @@ class _Run:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_lambda(config))
         self.loss_fn = torch.nn.CrossEntropyLoss(ignore_index=-100, label_smoothing=config.label_smoothing)
         self.pad_id = tokenizer.pad_token_id
-        self.encoded = encode_pairs(tokenizer, list(train_pairs), config)
-        self.batches = token_budget_batches([(len(s), len(t)) for s, t in self.encoded], config.batch_tokens)
+        train_pairs = list(train_pairs)
+        self.encoded = load_or_encode(self.out_dir, train_pairs, tokenizer,
+                                      (config.max_source_length, config.max_target_length),
+                                      lambda: encode_pairs(tokenizer, train_pairs, config))
+        self.batches = pair_batches([(len(s), len(t)) for s, t in self.encoded], config.batch_tokens)
         # training state (what a checkpoint holds besides weights and optimizer)
         self.step, self.epoch, self.position = 0, 0, 0
         self.best_bleu, self.best_chrf, self.best_step, self.bad_evals = None, None, None, 0

@@ -18,10 +18,11 @@ from pathlib import Path
 
 from mtedge import __version__
 from mtedge.errors import UserError
-from mtedge.families import detect_family
+from mtedge.families import FAMILIES, Family, detect_family
 from mtedge.train import inputs
 from mtedge.train.loop import BEST_DIR, CHECKPOINT_DIR, LOG_NAME
-from mtedge.train.methods import json_safe, marian_pad_row_is_zero
+from mtedge.convert.marian_pad import marian_pad_row_is_zero
+from mtedge.train.methods import json_safe
 
 TOLERANCE = 1e-4
 PROVENANCE = "provenance.json"
@@ -95,9 +96,9 @@ def merge_adapter(adapter: str | Path, out: str | Path, *, dev: str | Path | Non
         inputs.apply_languages(family, tokenizer, _plain(adapted), languages["source"], languages["target"])
     batches = _verification_batches(tokenizer, dev_pairs, _plain(adapted))
 
-    pad_row_before = _pad_rows(_plain(adapted)) if family.name == "marian" else None
+    pad_row_before = _pad_rows(_plain(adapted)) if family.ct2_zero_pad_row else None
     merged = _merge_adapter(copy.deepcopy(adapted)) if source.method != "full" else copy.deepcopy(adapted)
-    _check_embeddings(merged, family.name, pad_row_before, source.method)
+    _check_embeddings(merged, family, pad_row_before, source.method)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.merging-", dir=out.parent))
@@ -245,11 +246,11 @@ def _pad_rows(model):
     return model.get_input_embeddings().weight[pad].detach().clone()
 
 
-def _check_embeddings(merged, family: str, pad_row_before, method: str) -> None:
+def _check_embeddings(merged, family: Family, pad_row_before, method: str) -> None:
     if getattr(merged.config, "tie_word_embeddings", False) and not _tied(merged):
         raise MergeVerificationError("merging untied the output projection from the input embeddings; "
                                      "nothing written")
-    if family == "marian" and method != "full":
+    if family.ct2_zero_pad_row and method != "full":
         import torch
 
         # An adapter on attention/FFN modules never touches the embeddings; if the merge did, CT2's
@@ -285,7 +286,8 @@ def _provenance(source: _Source, base_record: dict | None, staging: Path, dev_fi
                         "dev_files": [str(p.resolve()) for p in dev_files],
                         "inputs": "teacher-forced dev source + reference"},
         "embeddings": {"tied": _tied(model),
-                       "marian_pad_row_zero": marian_pad_row_is_zero(model) if family == "marian" else None},
+                       "marian_pad_row_zero": marian_pad_row_is_zero(model)
+                       if FAMILIES[family].ct2_zero_pad_row else None},
         "sha256": checkpoint_sha256(staging),
     }
 

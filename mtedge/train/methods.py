@@ -10,23 +10,21 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from mtedge.errors import UserError
+from mtedge.families import FAMILIES
 
 METHODS = ("lora", "adalora", "ia3", "full")
 PEFT_METHODS = ("lora", "adalora", "ia3")
 FREEZABLE = ("encoder", "decoder", "embeddings")
 
-# Module names per family layout: Marian, M2M100/NLLB and mBART share BART's; T5/mT5 its own.
-_BART_LIKE = ("marian", "m2m100", "mbart")
-ATTENTION_MODULES = {**{f: ("q_proj", "k_proj", "v_proj", "out_proj") for f in _BART_LIKE},
-                     "t5": ("q", "k", "v", "o")}
-FEEDFORWARD_MODULES = {**{f: ("fc1", "fc2") for f in _BART_LIKE}, "t5": ("wi", "wi_0", "wi_1", "wo")}
 
-# LoRA on every attention projection adapts a translation model to a domain well for few parameters;
-# the feed-forward layers add many parameters for little gain at small ranks.
-DEFAULT_LORA_TARGETS = ATTENTION_MODULES
-# IA3 as in its paper (Liu et al. 2022): rescale keys, values and the feed-forward intermediate
-# activations (the input of the FFN's output projection).
-DEFAULT_IA3_TARGETS = {**{f: ("k_proj", "v_proj", "fc2") for f in _BART_LIKE}, "t5": ("k", "v", "wo")}
+
+def default_targets(family: str, method: str) -> tuple[str, ...]:
+    """The modules a PEFT method adapts when the user names none (module names: mtedge.families).
+
+    LoRA on every attention projection adapts a translation model to a domain well for few parameters;
+    the feed-forward layers add many parameters for little gain at small ranks. IA3 as in its paper
+    (Liu et al. 2022): rescale keys, values and the feed-forward intermediate activations."""
+    return FAMILIES[family].ia3_modules if method == "ia3" else FAMILIES[family].attention_modules
 
 
 @dataclass
@@ -89,8 +87,7 @@ def _embeddings_tied(model) -> bool:
 
 def resolve_target_modules(model, family: str, settings: MethodSettings) -> list[str]:
     """The modules the PEFT method adapts: the user's (each checked to exist) or the family's defaults."""
-    defaults = DEFAULT_IA3_TARGETS if settings.method == "ia3" else DEFAULT_LORA_TARGETS
-    targets = list(settings.target_modules or defaults[family])
+    targets = list(settings.target_modules or default_targets(family, settings.method))
     linear = linear_module_names(model)
     head = model.get_output_embeddings()
     if _embeddings_tied(model):
@@ -131,7 +128,7 @@ def peft_config(model, family: str, settings: MethodSettings, total_steps: int |
                              target_r=settings.lora_r, lora_alpha=settings.lora_alpha,
                              lora_dropout=settings.lora_dropout, target_modules=targets, total_step=steps,
                              tinit=tinit, tfinal=tfinal, deltaT=max(1, (steps - tinit - tfinal) // 20))
-    feedforward = [t for t in targets if t.rsplit(".", 1)[-1] in FEEDFORWARD_MODULES[family]]
+    feedforward = [t for t in targets if t.rsplit(".", 1)[-1] in FAMILIES[family].feedforward_modules]
     return IA3Config(task_type=TaskType.SEQ_2_SEQ_LM, target_modules=targets, feedforward_modules=feedforward)
 
 
@@ -198,26 +195,3 @@ def json_safe(value):
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     return getattr(value, "value", str(value))
-
-
-# -- Marian's <pad> row (mtedge/DESIGN.md §4.1) -------------------------------------------------------------
-def zero_marian_pad_row(model) -> None:
-    """CTranslate2 assumes Marian's ``<pad>`` embedding (the decoder start) is zero; full training moves it."""
-    import torch
-
-    with torch.no_grad():
-        pad = model.config.pad_token_id
-        model.get_input_embeddings().weight[pad].zero_()
-        output = model.get_output_embeddings()
-        if output is not None:
-            output.weight[pad].zero_()  # the same tensor when tied; a separate head needs its own
-        decoder_embeddings = model.get_decoder().get_input_embeddings()
-        decoder_embeddings.weight[pad].zero_()  # untied encoder/decoder vocabularies have their own table
-
-
-def marian_pad_row_is_zero(model) -> bool:
-    pad = model.config.pad_token_id
-    tables = [model.get_input_embeddings().weight, model.get_decoder().get_input_embeddings().weight]
-    if model.get_output_embeddings() is not None:
-        tables.append(model.get_output_embeddings().weight)
-    return all(not bool(table[pad].any()) for table in tables)

@@ -19,10 +19,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from mtedge.errors import UserError
+from mtedge.families import FAMILIES
 from mtedge.train.loop import LoopConfig, LoopResult, train_loop
 # CTranslate2's Marian loader assumes the <pad> embedding (the decoder start) is zero; full training moves it
 # through the tied lm_head, so it is re-zeroed after every step (mtedge/DESIGN.md §4.1).
-from mtedge.train.methods import zero_marian_pad_row as zero_pad_row
+from mtedge.convert.marian_pad import zero_marian_pad_row as zero_pad_row
 
 SPM_TRAIN_SENTENCES = 400_000  # enough text for a small vocabulary; bounds spm training time and memory
 
@@ -226,10 +227,9 @@ def check_resumable(out_dir: Path, size: ModelShape, data_meta: dict) -> None:
                         f"use the original settings, or --force to start over")
 
 
-TOKENIZER_FILES = {"marian": ("source.spm", "target.spm", "vocab.json", "tokenizer_config.json",
-                               "special_tokens_map.json"),
-                   "m2m100": ("sentencepiece.bpe.model", "vocab.json", "tokenizer_config.json",
-                              "special_tokens_map.json")}
+def tokenizer_files(arch: str) -> tuple[str, ...]:
+    """What a from-scratch checkpoint's tokenizer consists of (copied by --init-from)."""
+    return FAMILIES[arch].checkpoint_tokenizer_files + ("tokenizer_config.json", "special_tokens_map.json")
 
 
 def check_init_model(init_from: Path, size: ModelShape) -> None:
@@ -239,14 +239,14 @@ def check_init_model(init_from: Path, size: ModelShape) -> None:
     if not config_path.is_file():
         raise UserError(f"--init-from {init_from}: no config.json (a model directory, e.g. a published checkpoint)")
     config = json.loads(config_path.read_text(encoding="utf-8"))
-    want = {"model_type": {"marian": "marian", "m2m100": "m2m_100"}[size.arch], "d_model": size.d_model, "encoder_layers": size.encoder_layers,
+    want = {"model_type": FAMILIES[size.arch].model_types[0], "d_model": size.d_model, "encoder_layers": size.encoder_layers,
             "decoder_layers": size.decoder_layers, "encoder_attention_heads": size.attention_heads,
             "encoder_ffn_dim": size.ffn_dim, "max_position_embeddings": size.max_positions}
     changed = [f"{key} {config.get(key)!r} (asked {value!r})" for key, value in want.items() if config.get(key) != value]
     if changed:
         raise UserError(f"--init-from {init_from} has another shape: {'; '.join(changed)}; "
                         f"give the same --arch/--d-model/layers/--heads/--ffn-dim/--max-length")
-    missing = [name for name in TOKENIZER_FILES[size.arch] + ("model.safetensors",) if not (init_from / name).is_file()]
+    missing = [name for name in tokenizer_files(size.arch) + ("model.safetensors",) if not (init_from / name).is_file()]
     if missing:
         raise UserError(f"--init-from {init_from} lacks {', '.join(missing)}")
 
@@ -272,7 +272,7 @@ def pretrain(train_pairs, dev_pairs, out_dir: Path, size: ModelShape, loop: Loop
     torch.manual_seed(loop.seed)
     if init_from is not None and not (tok_dir / "vocab.json").is_file():
         tok_dir.mkdir(parents=True)
-        for name in TOKENIZER_FILES[size.arch]:
+        for name in tokenizer_files(size.arch):
             shutil.copyfile(Path(init_from) / name, tok_dir / name)
     if not (tok_dir / "vocab.json").is_file():
         log(f"[pretrain] sentencepiece: {size.vocab_size} pieces, shared en+de")
@@ -299,6 +299,6 @@ def pretrain(train_pairs, dev_pairs, out_dir: Path, size: ModelShape, loop: Loop
         indent=2) + "\n", encoding="utf-8")
     save_model, load_model = full_model_io(tok, generation)
     return train_loop(model, tok, train_pairs, dev_pairs, out_dir, loop, save_model=save_model,
-                      load_model=load_model, after_step=zero_pad_row if size.arch == "marian" else None,
+                      load_model=load_model, after_step=zero_pad_row if FAMILIES[size.arch].ct2_zero_pad_row else None,
                       progress=progress,
                       meta={"kind": "pretrain", "size": asdict(size), "data": data_meta or {}})

@@ -1,0 +1,69 @@
+"""One report row per configuration, from what its worker measured (or why it measured nothing).
+
+A row holds only this configuration's own numbers; what is relative to another row (deltas, agreement,
+ratios vs the reference) is derived when the report is built (``mtedge.bench.report.Report``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mtedge.bench import metrics
+from mtedge.bench.configs import BenchConfig
+from mtedge.bench.supervisor import WorkerOutcome, failure_message
+from mtedge.bench.testset import TestSet
+
+if TYPE_CHECKING:  # the harness imports this module
+    from mtedge.bench.harness import Protocol
+
+
+def base_row(config: BenchConfig, protocol: Protocol) -> dict:
+    return {"name": config.name, "engine": config.engine, "precision": config.precision,
+            "runner": config.runner, "group": config.group, "device": config.device,
+            "beam_size": protocol.beam_size, "batch_size": protocol.batch_size,
+            "throughput_tok_s": None, "target_tokens": None, "latency_ms": None, "latency_beam4_ms": None,
+            "peak_rss_mb": None, "disk_mb": None, "disk_bytes": None, "load_s": None,
+            "first_translation_ms": None, "bleu": None, "chrf": None, "bleu_delta": None,
+            "chrf_delta": None, "agreement": None, "bleu_signature": None, "chrf_signature": None,
+            "error": None}
+
+
+def record_outcome(row: dict, outcome: WorkerOutcome, *, test_set: TestSet, counter, protocol: Protocol,
+                   score_quality: bool, limit_mb: int | None, timeout_s: float | None) -> list[str] | None:
+    """Fills ``row`` from a finished worker; returns its outputs, or None when it left no result."""
+    row["peak_rss_mb"] = outcome.peak_rss_mb
+    row["exit_code"] = outcome.exit_code
+    if outcome.result is None:
+        row["error"] = failure_message(outcome, limit_mb, timeout_s)
+        row["stderr_tail"] = outcome.stderr_tail
+        return None
+    fill_row(row, outcome.result, outcome, test_set, counter, protocol, score_quality)
+    return outcome.result["outputs"]
+
+
+def fill_row(row: dict, result: dict, outcome: WorkerOutcome, test_set: TestSet, counter,
+             protocol: Protocol, score_quality: bool) -> None:
+    outputs = result["outputs"]
+    tp = result["throughput"]
+    if protocol.forced_length:
+        tokens = len(outputs) * protocol.max_length
+        if tp.get("generated_tokens") not in (None, tokens):   # the engine ignored the forced length
+            row["warning"] = f"engine generated {tp['generated_tokens']} tokens, forced length implies {tokens}"
+    else:
+        tokens = counter.count(outputs)
+    seconds = metrics.median(tp["pass_s"])
+    row.update({
+        "load_s": result["load_s"],
+        "first_translation_ms": result["first_translation_ms"],
+        "latency_ms": metrics.latency_summary(result["latency_ms"]["greedy"]),
+        "latency_beam4_ms": metrics.latency_summary(result["latency_ms"]["beam4"]),
+        "throughput_tok_s": tokens / seconds if seconds else None,
+        "target_tokens": tokens,
+        "engine_generated_tokens": tp.get("generated_tokens"),
+        "peak_rss_mb": outcome.peak_rss_mb,
+        "stacks_loaded": result.get("stacks_loaded"),
+        "raw": {"latency_ms": result["latency_ms"], "throughput_pass_s": tp["pass_s"],
+                "worker_wall_s": outcome.wall_s, "worker_own_peak_rss_mb": result.get("own_peak_rss_mb")},
+    })
+    if score_quality:
+        row.update(metrics.quality(outputs, test_set.references))
