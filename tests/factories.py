@@ -281,13 +281,12 @@ def _make_t5(tok):
     return T5ForConditionalGeneration(config), gen
 
 
-def _make_m2m100(tok):
-    from transformers import GenerationConfig, M2M100Config, M2M100ForConditionalGeneration
+def _fairseq_configs(config_class, tok, vocab_size: int, forced_bos: int):
+    """Config and generation config of the fairseq-born multilingual families (M2M100, mBART-50): decoder
+    start </s>, then the target language forced (forced_bos)."""
+    from transformers import GenerationConfig
 
-    # M2M100Tokenizer puts 100 language codes + 8 madeup words after vocab.json; cover them all.
-    vocab_size = tok.encoder_size + len(tok.lang_token_to_id) + tok.num_madeup_words
-    assert vocab_size > max(tok.lang_token_to_id.values())
-    config = M2M100Config(
+    config = config_class(
         vocab_size=vocab_size, d_model=_DIMS["d_model"], encoder_layers=_DIMS["layers"],
         decoder_layers=_DIMS["layers"], encoder_attention_heads=_DIMS["heads"],
         decoder_attention_heads=_DIMS["heads"], encoder_ffn_dim=_DIMS["ffn"], decoder_ffn_dim=_DIMS["ffn"],
@@ -299,29 +298,26 @@ def _make_m2m100(tok):
     gen = GenerationConfig(
         bos_token_id=tok.bos_token_id, decoder_start_token_id=tok.eos_token_id,
         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-        forced_bos_token_id=tok.get_lang_id("de"), max_length=MAX_LENGTH,
+        forced_bos_token_id=forced_bos, max_length=MAX_LENGTH,
     )
+    return config, gen
+
+
+def _make_m2m100(tok):
+    from transformers import M2M100Config, M2M100ForConditionalGeneration
+
+    # M2M100Tokenizer puts 100 language codes + 8 madeup words after vocab.json; cover them all.
+    vocab_size = tok.encoder_size + len(tok.lang_token_to_id) + tok.num_madeup_words
+    assert vocab_size > max(tok.lang_token_to_id.values())
+    config, gen = _fairseq_configs(M2M100Config, tok, vocab_size, forced_bos=tok.get_lang_id("de"))
     return M2M100ForConditionalGeneration(config), gen
 
 
 def _make_mbart(tok):
-    """mBART-50 as generate() runs it: decoder start </s>, then the target language forced (forced_bos)."""
-    from transformers import GenerationConfig, MBartConfig, MBartForConditionalGeneration
+    """mBART-50 (facebook/mbart-large-50-many-to-many-mmt) as transformers builds it from scratch."""
+    from transformers import MBartConfig, MBartForConditionalGeneration
 
-    config = MBartConfig(
-        vocab_size=len(tok), d_model=_DIMS["d_model"], encoder_layers=_DIMS["layers"],
-        decoder_layers=_DIMS["layers"], encoder_attention_heads=_DIMS["heads"],
-        decoder_attention_heads=_DIMS["heads"], encoder_ffn_dim=_DIMS["ffn"], decoder_ffn_dim=_DIMS["ffn"],
-        max_position_embeddings=128, dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
-        encoder_layerdrop=0.0, decoder_layerdrop=0.0, scale_embedding=True,
-        pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-        decoder_start_token_id=tok.eos_token_id, tie_word_embeddings=True,
-    )
-    gen = GenerationConfig(
-        bos_token_id=tok.bos_token_id, decoder_start_token_id=tok.eos_token_id,
-        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-        forced_bos_token_id=tok.lang_code_to_id["de_DE"], max_length=MAX_LENGTH,
-    )
+    config, gen = _fairseq_configs(MBartConfig, tok, len(tok), forced_bos=tok.lang_code_to_id["de_DE"])
     return MBartForConditionalGeneration(config), gen
 
 
