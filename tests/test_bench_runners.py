@@ -47,6 +47,24 @@ def test_forced_lengths_give_exactly_max_length_tokens(ct2_pair, tiny_dev_pairs,
 
 
 
+def test_the_torch_int8_peer_quantizes_every_linear_and_still_translates(tiny_unvalidated_bundles, tiny_dev_pairs):
+    import torch
+
+    bundle = Path(tiny_unvalidated_bundles("marian"))
+    spec = {"config": {"name": "hf-torch-int8", "runner": "hf-int8", "engine": "torch", "precision": "fp32",
+                       "device": "cpu"}, "bundle": str(bundle), "threads": 1, "torch_dir": str(bundle / "torch" / "fp32")}
+    runner, reference = make_runner(spec), make_runner({**spec, "config": {**spec["config"], "runner": "hf"}})
+    runner.load()
+    reference.load()
+    modules = list(runner.model.modules())
+    assert not [m for m in modules if type(m) is torch.nn.Linear]
+    assert any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in modules)
+    sources = [s for s, _ in tiny_dev_pairs[:16]]
+    got, want = runner.translate(sources, 4, 64, False, 0.0), reference.translate(sources, 4, 64, False, 0.0)
+    # int8 is compared by rates (mtedge/DESIGN.md §4.4): most outputs of the trained fixture survive it
+    assert sum(a == b for a, b in zip(got, want)) / len(sources) >= 0.5
+
+
 def test_a_precision_this_cpu_cannot_run_is_refused_before_a_worker_starts(tiny_unvalidated_bundles,
                                                                            monkeypatch, tmp_path):
     from mtedge.bench import exporting, harness

@@ -15,7 +15,7 @@ from mtedge.errors import UserError
 @dataclass(frozen=True)
 class BenchConfig:
     name: str
-    runner: str          # mtedge | hf | optimum | ct2raw  (mtedge.bench.runners)
+    runner: str          # mtedge | hf | hf-int8 | optimum | ct2raw  (mtedge.bench.runners)
     engine: str          # bundle engine whose files it runs: onnx | ct2 | torch
     precision: str       # bundle precision name (export/README.md)
     device: str = "cpu"
@@ -34,6 +34,8 @@ _CPU = [
     BenchConfig("ct2-int8", "mtedge", "ct2", "int8"),
     BenchConfig("ct2-int16", "mtedge", "ct2", "int16"),
     BenchConfig("hf-torch-fp32", "hf", "torch", "fp32", group="peer"),
+    # what a PyTorch user tries first for speed: dynamic int8 Linear layers on the same checkpoint
+    BenchConfig("hf-torch-int8", "hf-int8", "torch", "fp32", group="peer"),
     BenchConfig("optimum-ort-fp32", "optimum", "onnx", "fp32", group="peer"),
     BenchConfig("optimum-ort-int8", "optimum", "onnx", "int8", group="peer"),
     BenchConfig("ct2-raw-int8", "ct2raw", "ct2", "int8", group="peer"),

@@ -128,7 +128,7 @@ def prepare_spec(config: BenchConfig, bundle, work_dir: Path) -> tuple[dict, Pat
     extra: dict = {}
     if config.runner == "mtedge":
         model_dir = bundle.engine_dir(config.engine, config.precision)
-    elif config.runner == "hf":
+    elif config.runner in ("hf", "hf-int8"):
         model_dir = extra["torch_dir"] = _torch_dir(bundle)
     elif config.runner == "optimum":
         model_dir = bundle.engine_dir("onnx", config.precision)

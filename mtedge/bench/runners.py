@@ -88,6 +88,17 @@ class HFTorchRunner(_HFGenerateRunner):
         self.model = AutoModelForSeq2SeqLM.from_pretrained(self.spec["torch_dir"]).eval().to(device)
 
 
+class HFTorchInt8Runner(HFTorchRunner):
+    """Peer: the same ``generate`` after ``torch.ao.quantization.quantize_dynamic`` (every ``nn.Linear`` int8,
+    activations quantized on the fly): PyTorch's own one-line int8, CPU only."""
+
+    def load(self):
+        import torch
+
+        super().load()
+        self.model = torch.ao.quantization.quantize_dynamic(self.model, {torch.nn.Linear}, dtype=torch.qint8)
+
+
 class OptimumRunner(_HFGenerateRunner):
     """Peer: optimum's ``ORTModelForSeq2SeqLM.generate`` on the bundle's own ONNX files."""
 
@@ -156,7 +167,8 @@ class CT2RawRunner(Runner):
         return [self.tokenizer.decode(self.tokenizer.pieces_to_ids(h)) for h in hyps]
 
 
-RUNNERS = {"mtedge": MtedgeRunner, "hf": HFTorchRunner, "optimum": OptimumRunner, "ct2raw": CT2RawRunner}
+RUNNERS = {"mtedge": MtedgeRunner, "hf": HFTorchRunner, "hf-int8": HFTorchInt8Runner, "optimum": OptimumRunner,
+           "ct2raw": CT2RawRunner}
 
 
 def make_runner(spec: dict) -> Runner:
