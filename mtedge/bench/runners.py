@@ -90,7 +90,8 @@ class HFTorchRunner(_HFGenerateRunner):
 
 class HFTorchInt8Runner(HFTorchRunner):
     """Peer: the same ``generate`` after ``torch.ao.quantization.quantize_dynamic`` (every ``nn.Linear`` int8,
-    activations quantized on the fly): PyTorch's own one-line int8, CPU only."""
+    activations quantized on the fly): PyTorch's own one-line int8, CPU only. torch 2.13 warns that
+    ``torch.ao.quantization`` is deprecated; it is still what a PyTorch user finds first."""
 
     def load(self):
         import torch
