@@ -5,12 +5,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from mtedge.bundle import MANIFEST_NAME
+from mtedge.bundle import MANIFEST_NAME, Bundle
 from mtedge.errors import UserError
-
-
-def is_bundle(path: Path) -> bool:
-    return (Path(path) / MANIFEST_NAME).is_file()
 
 
 def _checkpoint_key(model_dir: Path) -> str:
@@ -55,14 +51,14 @@ def resolve_bundle(model: str | Path, work_dir: Path) -> tuple[Path, str | None]
     """(bundle dir, label) for a bundle dir, or a bench-owned export of an HF checkpoint dir
     (cached under ``work_dir/exports`` by the checkpoint's file identity)."""
     path = Path(model)
-    if is_bundle(path):
+    if Bundle.is_bundle_dir(path):
         return path, None
     if (path / "config.json").is_file():
         from mtedge.families import detect_family
 
         detect_family(path)  # a clear error for an unsupported model before minutes of export
         bundle_dir = Path(work_dir) / "exports" / f"{path.resolve().name}-{_checkpoint_key(path)}"
-        if not is_bundle(bundle_dir):
+        if not Bundle.is_bundle_dir(bundle_dir):
             export_for_bench(path, bundle_dir)
         return bundle_dir, path.resolve().name
     if not path.exists():

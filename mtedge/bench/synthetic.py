@@ -105,11 +105,12 @@ def build_synthetic_checkpoint(name: str, out_dir: Path, seed: int = 0) -> Path:
 
 def synthetic_bundle(name: str, work_dir: Path) -> Path:
     """The cached bundle of synthetic model ``name`` under ``work_dir``, built on first use."""
-    from mtedge.bench.exporting import export_for_bench, is_bundle
+    from mtedge.bench.exporting import export_for_bench
+    from mtedge.bundle import Bundle
 
     root = Path(work_dir) / "synthetic" / name
     bundle_dir = root / "bundle"
-    if is_bundle(bundle_dir):
+    if Bundle.is_bundle_dir(bundle_dir):
         return bundle_dir
     checkpoint = root / "checkpoint"
     if not (checkpoint / "model.safetensors").exists():

@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 from mtedge import __version__
-from mtedge.bundle import (FORMAT, FORMAT_VERSION, GPU_PRECISIONS, MANIFEST_NAME, PRECISIONS, GenerationSettings,
-                           describe_files)
+from mtedge.bundle import (FORMAT, FORMAT_VERSION, GPU_PRECISIONS, MANIFEST_NAME, PRECISIONS, Bundle,
+                           GenerationSettings, describe_files)
 from mtedge.convert import ct2_export, host, onnx_export, source as source_mod, tokenizer_files, validation
 from mtedge.engines import cuda_available
 from mtedge.errors import UserError
@@ -51,7 +51,7 @@ def check_target(target: Path, force: bool) -> None:
         return
     if target.is_dir() and not any(target.iterdir()):
         return
-    if not (target / MANIFEST_NAME).is_file():
+    if not Bundle.is_bundle_dir(target):
         raise UserError(f"{target} exists and is not an mtedge bundle; refusing to replace it "
                         f"(choose another -o)")
     if not force:
