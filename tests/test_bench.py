@@ -167,6 +167,39 @@ def test_throughput_and_latency_come_from_the_raw_timings(main_run, bench_bundle
         assert row["latency_beam4_ms"]["p50"] == pytest.approx(float(np.median(row["raw"]["latency_ms"]["beam4"])))
 
 
+def test_interleaved_rounds_give_medians_per_round_ratios_and_what_ran(bench_bundle, parallel_test_file,
+                                                                       tmp_path):
+    out, work = tmp_path / "out", tmp_path / "work"
+    proc = run_cli(bench_args(bench_bundle, parallel_test_file, out, work, ["ct2-int8", "ct2-raw-int8", "onnx-int8"],
+                              "--rounds", "2"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert report["settings"]["rounds"] == 2
+    rows = {r["name"]: r for r in report["results"]}
+    for name, row in rows.items():
+        per_round = [r["throughput_tok_s"] for r in row["rounds"]]
+        assert len(per_round) == 2 and all(v > 0 for v in per_round), name
+        assert row["throughput_tok_s"] == pytest.approx(sum(per_round) / 2)
+        assert len(row["raw"]["latency_ms"]["greedy"]) == 2 * 4 * 2      # both rounds' samples pooled
+        assert "warning" not in row, row.get("warning")                # same outputs in both rounds
+        for round_index in (1, 2):                                    # a fresh worker each round
+            assert list((work / "runs").glob(f"*/logs/{name}.round{round_index}.stderr")), name
+    wrapper = next(t for t in report["targets"] if t["target"].startswith("mtedge ct2-int8 throughput within"))
+    ratios = [a["throughput_tok_s"] / b["throughput_tok_s"]
+              for a, b in zip(rows["ct2-int8"]["rounds"], rows["ct2-raw-int8"]["rounds"])]
+    assert wrapper["rounds"] == 2 and wrapper["spread"] == pytest.approx(sorted(ratios))
+    assert wrapper["value"] == pytest.approx(sum(ratios) / 2)
+    assert wrapper["status"] in ("PASS", "MISS", "UNSETTLED")
+    # what ran: CTranslate2's own word for its compute type, ONNX Runtime's providers, the machine's kernels
+    assert rows["ct2-int8"]["runtime"]["ct2_compute_type"].startswith("int8")
+    assert rows["ct2-raw-int8"]["runtime"]["ct2_compute_type"] == rows["ct2-int8"]["runtime"]["ct2_compute_type"]
+    assert rows["onnx-int8"]["runtime"]["onnxruntime_providers"] == ["CPUExecutionProvider"]
+    assert "int8" in report["machine"]["ct2_cpu_compute_types"]
+    assert "inferred from the CPU flags" in report["machine"]["onnxruntime_int8_kernel"]
+    md = (out / "report.md").read_text(encoding="utf-8")
+    assert "- **rounds**: 2 interleaved" in md and " (2 rounds) |" in md
+
+
 # ---------------------------------------------------------------- bad input
 
 @pytest.fixture(scope="module")

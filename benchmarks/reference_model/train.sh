@@ -2,6 +2,8 @@
 # The reference model's training run (model card: benchmarks/reference_model/model/README.md).
 # Re-running it resumes from benchmarks/reference_model/run/checkpoint if a run was stopped; a resumed run
 # with another shape or other data is refused. Pass --device cuda (and a larger MAX_HOURS) on a GPU machine.
+# Without the run directory (a fresh machine), continue the published model instead of starting over:
+#   LEARNING_RATE=5e-4 WARMUP_STEPS=200 MAX_STEPS=... train.sh --init-from benchmarks/reference_model/model
 #
 # Why this recipe (v2), from the measured curves (benchmarks/reference_model/attempt-m2m100/README.md):
 # - marian (post-LayerNorm, opus-mt's layout), d256, 4 encoder + 1 decoder layers, init std d_model**-0.5:
@@ -36,6 +38,6 @@ $BIN/mtedge pretrain --arch marian \
   -o $RUN $RESUME \
   --vocab-size 8000 --d-model 256 --encoder-layers 4 --decoder-layers 1 --heads 4 --ffn-dim 1024 \
   --init-std 0.0625 --dropout 0.1 --label-smoothing 0.1 --max-length 128 --batch-tokens 4096 \
-  --learning-rate 1e-3 --warmup-steps 500 --decay linear --precision auto \
+  --learning-rate ${LEARNING_RATE:-1e-3} --warmup-steps ${WARMUP_STEPS:-500} --decay linear --precision auto \
   --max-steps ${MAX_STEPS:-7400} --max-hours ${MAX_HOURS:-1.75} --eval-every 500 --eval-sentences 300 \
   --keep-snapshots 3 --seed 0 --threads ${THREADS:-2} --quiet "$@"

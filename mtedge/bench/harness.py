@@ -19,7 +19,7 @@ from mtedge.bench import metrics
 from mtedge.bench.configs import REFERENCE_CONFIG, BenchConfig, resolve_configs
 from mtedge.bench.machine import describe_machine
 from mtedge.bench.report import Report
-from mtedge.bench.rows import base_row, record_outcome
+from mtedge.bench.rows import base_row, combine_rounds, record_outcome
 from mtedge.bench.supervisor import run_worker
 from mtedge.bench.testset import TestSet
 from mtedge.bundle import Bundle
@@ -37,6 +37,9 @@ class Protocol:
     repeats: int = 3
     warmup: int = 2
     throughput_repeats: int = 2
+    # interleaved rounds (A B C ... A B C ...), each configuration in a fresh worker every round: timings on a
+    # shared machine drift over minutes, so a ratio is only trusted across rounds (its median and spread)
+    rounds: int = 3
     batch_size: int = 32
     beam_size: int = 4
     length_penalty: float = 0.0     # CTranslate2's benchmark protocol
@@ -47,7 +50,7 @@ class Protocol:
 
     @classmethod
     def quick(cls, **overrides) -> "Protocol":
-        base = cls(sentences=32, latency_sentences=4, repeats=2, warmup=1, throughput_repeats=1)
+        base = cls(sentences=32, latency_sentences=4, repeats=2, warmup=1, throughput_repeats=1, rounds=1)
         return cls(**{**base.__dict__, **overrides})
 
     def to_dict(self) -> dict:
@@ -159,8 +162,8 @@ class _Run:
     counter: metrics.TokenCounter | None
     score_quality: bool
 
-    def measure(self, config: BenchConfig, row: dict) -> list[str] | None:
-        """Fills ``row`` for ``config``; returns its outputs, or None when it has none."""
+    def measure(self, config: BenchConfig, row: dict, round_index: int = 0) -> list[str] | None:
+        """Fills ``row`` with one round of ``config``; returns its outputs, or None when it has none."""
         try:
             extra, model_dir = prepare_spec(config, self.bundle, Path(self.options.work_dir))
         except (BundleError, UnsupportedConfig) as exc:
@@ -172,7 +175,8 @@ class _Run:
         limit = self.options.max_memory_mb.get(config.name, self.options.max_memory_mb.get("*"))
         spec = {"config": config.to_dict(), "bundle": str(self.bundle.path), "threads": self.threads,
                 "sources_path": str(self.sources_path), "protocol": self.protocol.to_dict(),
-                "max_memory_mb": limit, "result_path": str(self.run_dir / f"{config.name}.result.json"),
+                "max_memory_mb": limit, "label": f"{config.name}.round{round_index + 1}",
+                "result_path": str(self.run_dir / f"{config.name}.round{round_index + 1}.result.json"),
                 **extra}
         outcome = run_worker(spec, self.run_dir / "logs", self.options.timeout_s)
         return record_outcome(row, outcome, test_set=self.test_set, counter=self.counter,
@@ -217,30 +221,73 @@ def run_bench(bundle_path: Path, test_set: TestSet, options: BenchOptions, *, sy
     report = Report(header, score_quality)
     run = _Run(bundle, options, protocol, threads, run_dir, sources_path, test_set, counter, score_quality)
 
-    bar = _progress(len(configs), options.progress)
+    rounds = _Rounds(configs, protocol, report, out_dir)
+    bar = _progress(len(configs) * protocol.rounds, options.progress)
     try:
-        for config in configs:
-            bar.set_postfix_str(config.name)
-            row = base_row(config, protocol)
-            report.rows.append(row)   # before measuring: an interrupt marks it
-            outputs = run.measure(config, row)
-            if outputs is not None:
-                report.outputs[config.name] = outputs
-                (out_dir / "outputs").mkdir(exist_ok=True)
-                (out_dir / "outputs" / f"{config.name}.txt").write_text("\n".join(outputs) + "\n",
-                                                                         encoding="utf-8")
-            bar.update(1)
-            report.save(out_dir)
+        for round_index in range(protocol.rounds):
+            for config in rotated(configs, round_index):
+                bar.set_postfix_str(f"{config.name} (round {round_index + 1}/{protocol.rounds})")
+                rounds.start(config)
+                row = base_row(config, protocol)
+                outputs = run.measure(config, row, round_index)
+                rounds.record(config, row, outputs)
+                bar.update(1)
+                report.save(out_dir)
     except KeyboardInterrupt:
         report.interrupted = True
-        rows = report.rows
-        if rows and rows[-1]["error"] is None and rows[-1]["throughput_tok_s"] is None:
-            rows[-1]["error"] = "interrupted (Ctrl-C) before this configuration finished"
+        rounds.interrupted()
         report.save(out_dir, final=True)
         bar.close()
         raise
     bar.close()
     return report.save(out_dir, final=True)
+
+
+def rotated(configs: list[BenchConfig], round_index: int) -> list[BenchConfig]:
+    """Round r starts at configuration r: no configuration always runs first (cold page cache, a
+    machine that has just gone quiet) or always right after the same neighbour."""
+    shift = round_index % len(configs) if configs else 0
+    return configs[shift:] + configs[:shift]
+
+
+class _Rounds:
+    """Each configuration's rounds so far and its row in the report, rebuilt after every round."""
+
+    def __init__(self, configs: list[BenchConfig], protocol: Protocol, report: Report, out_dir: Path):
+        self.protocol, self.report, self.out_dir = protocol, report, out_dir
+        self.index = {config.name: i for i, config in enumerate(configs)}
+        self.rows: dict[str, list[dict]] = {config.name: [] for config in configs}
+        self.outputs: dict[str, list] = {config.name: [] for config in configs}
+        self.current: BenchConfig | None = None
+
+    def start(self, config: BenchConfig) -> None:
+        self.current = config
+        # in the report before its first round (round 1 runs in config order): an interrupt marks it
+        if len(self.report.rows) == self.index[config.name]:
+            self.report.rows.append(base_row(config, self.protocol))
+
+    def record(self, config: BenchConfig, row: dict, outputs: list[str] | None) -> None:
+        self.current = None
+        self.rows[config.name].append(row)
+        self.outputs[config.name].append(outputs)
+        combined = combine_rounds(self.rows[config.name], self.outputs[config.name])
+        self.report.rows[self.index[config.name]] = combined
+        first = next((out for out in self.outputs[config.name] if out is not None), None)
+        if first is not None and config.name not in self.report.outputs:
+            self.report.outputs[config.name] = first
+            (self.out_dir / "outputs").mkdir(exist_ok=True)
+            (self.out_dir / "outputs" / f"{config.name}.txt").write_text("\n".join(first) + "\n", encoding="utf-8")
+
+    def interrupted(self) -> None:
+        """Ctrl-C: the configuration being measured says so, unless an earlier round measured it."""
+        config = self.current
+        if config is None:
+            return
+        row = self.report.rows[self.index[config.name]]
+        if not self.rows[config.name]:
+            row["error"] = "interrupted (Ctrl-C) before this configuration finished"
+        else:
+            row["warning"] = "; ".join(filter(None, [row.get("warning"), "interrupted (Ctrl-C) during a later round"]))
 
 
 def _header(bundle: Bundle, configs: list[BenchConfig], protocol: Protocol, threads: int, options: BenchOptions,

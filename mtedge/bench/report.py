@@ -10,7 +10,7 @@ from pathlib import Path
 from mtedge import metrics
 from mtedge.bench import plots
 from mtedge.bench.configs import REFERENCE_CONFIG
-from mtedge.bench.targets import evaluate_targets
+from mtedge.bench.targets import evaluate_targets, round_ratios
 
 
 @dataclass
@@ -85,24 +85,28 @@ def _pct(lat: dict | None) -> str:
     return f"{lat['p50']:.1f} / {lat['p90']:.1f} / {lat['p99']:.1f}"
 
 
-def _x(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2f}x"
+def _x(value: float | None, spread: list | None = None) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.2f}x" + (f" ({spread[0]:.2f}–{spread[1]:.2f})" if spread else "")
 
 
 def reference_ratios(row: dict, ref: dict | None) -> dict:
     """This row against the hf-torch-fp32 row of the same run: throughput and peak RSS as
-    row / torch, batch-1 greedy p50 latency as a speed-up (torch / row, > 1 is faster)."""
+    row / torch, batch-1 greedy p50 latency as a speed-up (torch / row, > 1 is faster). Each is the
+    median of the per-round ratios; ``spread`` holds their [min, max] when there were several rounds."""
     out = {"throughput": None, "latency_p50_speedup": None, "peak_rss": None}
     if not ref or row.get("error") or ref.get("error"):
         return out
-
-    def ratio(num, den):
-        return num / den if num is not None and den else None
-
-    out["throughput"] = ratio(row.get("throughput_tok_s"), ref.get("throughput_tok_s"))
-    out["latency_p50_speedup"] = ratio((ref.get("latency_ms") or {}).get("p50"),
-                                       (row.get("latency_ms") or {}).get("p50"))
-    out["peak_rss"] = ratio(row.get("peak_rss_mb"), ref.get("peak_rss_mb"))
+    spreads = {
+        "throughput": round_ratios(row, "throughput_tok_s", ref, "throughput_tok_s"),
+        "latency_p50_speedup": round_ratios(ref, "latency_p50", row, "latency_p50"),
+        "peak_rss": round_ratios(row, "peak_rss_mb", ref, "peak_rss_mb"),
+    }
+    for key, spread in spreads.items():
+        out[key] = spread.median if spread else None
+    if any(spread and spread.rounds > 1 for spread in spreads.values()):
+        out["spread"] = {key: [spread.low, spread.high] if spread else None for key, spread in spreads.items()}
     return out
 
 
@@ -123,11 +127,12 @@ def markdown_table(rows: list[dict]) -> str:
                "|---|---|---|---|---|---|"]
     for r in rows:
         x = reference_ratios(r, ref)
+        spread = x.get("spread") or {}
         speed.append("| " + " | ".join([
-            r["name"], r.get("group", ""), _fmt(r.get("throughput_tok_s")), _x(x["throughput"]),
-            _pct(r.get("latency_ms")), _x(x["latency_p50_speedup"]), _pct(r.get("latency_beam4_ms")),
-            _fmt(r.get("load_s"), 2), _fmt(r.get("first_translation_ms")), _fmt(r.get("peak_rss_mb")),
-            _x(x["peak_rss"]), _fmt(r.get("disk_mb")), _status(r),
+            r["name"], r.get("group", ""), _fmt(r.get("throughput_tok_s")), _x(x["throughput"], spread.get("throughput")),
+            _pct(r.get("latency_ms")), _x(x["latency_p50_speedup"], spread.get("latency_p50_speedup")),
+            _pct(r.get("latency_beam4_ms")), _fmt(r.get("load_s"), 2), _fmt(r.get("first_translation_ms")),
+            _fmt(r.get("peak_rss_mb")), _x(x["peak_rss"], spread.get("peak_rss")), _fmt(r.get("disk_mb")), _status(r),
         ]) + " |")
         quality.append("| " + " | ".join([
             r["name"], _fmt(r.get("bleu"), 2), _fmt(r.get("chrf"), 2), _fmt(r.get("bleu_delta"), 2),
@@ -138,11 +143,15 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 def targets_table(targets: list[dict]) -> str:
-    lines = ["| target | measured | bound | status | gap |", "|---|---|---|---|---|"]
+    lines = ["| target | measured (median) | spread over rounds | bound | status | gap |",
+             "|---|---|---|---|---|---|"]
     for t in targets:
         # 3 significant digits: a ratio of 0.302 against a bound of 0.3 must not print as 0.30
         value = f"{t['value']:.3g}" if t["value"] is not None else f"n/a ({t['note']})"
-        lines.append(f"| {t['target']} | {value} | {t['bound']} | {t['status']} | {t.get('gap') or ''} |")
+        spread = t.get("spread")
+        spread_text = f"{spread[0]:.3g} – {spread[1]:.3g} ({t['rounds']} rounds)" if spread and t["rounds"] > 1 else ""
+        lines.append(f"| {t['target']} | {value} | {spread_text} | {t['bound']} | {t['status']} | "
+                     f"{t.get('gap') or ''} |")
     return "\n".join(lines)
 
 
@@ -158,6 +167,7 @@ def render_markdown(report: dict) -> str:
         + (f"; GPU {m['gpu']}" if m.get("gpu") else "")
         + (f"; load average at start {m['load_average'][0]:.1f}" if m.get("load_average") else ""),
         f"- **threads**: {s['threads']} (intra-op; inter-op 1) — **packages**: {pkgs}",
+        _kernels_line(m),
         f"- **model**: {report['model']['bundle']} ({report['model']['family']})"
         + (" — synthetic, random weights" if report["model"].get("synthetic") else ""),
         f"- **test set**: {report['test_set']['origin']}, {report['test_set']['n_sentences']} sentences, "
@@ -167,9 +177,11 @@ def render_markdown(report: dict) -> str:
         f"at batch 1 (greedy and beam 4) over {s['latency_sentences']} sentences x {s['repeats']} repeats "
         f"after {s['warmup']} warm-up call(s); max_length {s['max_length']} tokens incl. </s>"
         + (" (forced: min = max)" if s["forced_length"] else ""),
+        _rounds_line(s.get("rounds", 1)),
         f"- **target tokens**: {s['token_count_method']}",
         f"- **memory**: peak RSS of each worker process from the OS (wait4 ru_maxrss); disk = the "
-        f"configuration's model files; MB = 2^20 bytes. Each configuration ran in a fresh process.",
+        f"configuration's model files; MB = 2^20 bytes. Each configuration ran in a fresh process"
+        + (" in every round (the highest peak counts)." if s.get("rounds", 1) > 1 else "."),
         f"- **ratios**: against `{REFERENCE_CONFIG}` of this run (tok/s and RSS: row / torch; latency: "
         f"torch p50 / row p50, > 1 is faster)",
         f"- **quality**: {report['quality_note']}",
@@ -177,6 +189,9 @@ def render_markdown(report: dict) -> str:
     if report.get("interrupted"):
         out.append("- **INTERRUPTED**: the run was stopped; only the rows below were measured.")
     out += ["", markdown_table(report["results"]), ""]
+    ran = [f"- {r['name']}: {_runtime_text(r['runtime'])}" for r in report["results"] if r.get("runtime")]
+    if ran:
+        out += ["What ran (as each library reports it):", *ran, ""]
     warnings = [f"- {r['name']}: {r['warning']}" for r in report["results"] if r.get("warning")]
     if warnings:
         out += ["Warnings:", *warnings, ""]
@@ -193,6 +208,29 @@ def render_markdown(report: dict) -> str:
     if report.get("plots_error"):
         out += [f"Plots failed: {report['plots_error']}", ""]
     return "\n".join(out)
+
+
+def _kernels_line(machine: dict) -> str:
+    types = machine.get("ct2_cpu_compute_types")
+    return (f"- **int8 kernels**: onnxruntime {machine.get('onnxruntime_int8_kernel', 'n/a')}; CTranslate2 CPU "
+            f"compute types {', '.join(types) if types else 'n/a'}")
+
+
+_RUNTIME_LABELS = {"ct2_compute_type": "CTranslate2 compute type", "ct2_device": "device",
+                   "onnxruntime_providers": "ONNX Runtime providers", "torch_quantized_engine": "torch quantized engine"}
+
+
+def _runtime_text(runtime: dict) -> str:
+    return "; ".join(f"{_RUNTIME_LABELS.get(key, key)} {', '.join(value) if isinstance(value, list) else value}"
+                     for key, value in runtime.items())
+
+
+def _rounds_line(rounds: int) -> str:
+    if rounds <= 1:
+        return "- **rounds**: 1 (ratios from one worker per configuration; no spread)"
+    return (f"- **rounds**: {rounds} interleaved (every configuration once per round, a fresh process each time, the "
+            f"order rotated by one each round); tok/s is the median over rounds, latency percentiles pool every "
+            f"round's samples; a ratio is the median of the per-round ratios, with their min–max in brackets")
 
 
 def write_json(report: dict, out_dir: Path) -> Path:

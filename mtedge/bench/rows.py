@@ -62,8 +62,64 @@ def fill_row(row: dict, result: dict, outcome: WorkerOutcome, test_set: TestSet,
         "engine_generated_tokens": tp.get("generated_tokens"),
         "peak_rss_mb": outcome.peak_rss_mb,
         "stacks_loaded": result.get("stacks_loaded"),
+        "runtime": result.get("runtime"),
         "raw": {"latency_ms": result["latency_ms"], "throughput_pass_s": tp["pass_s"],
                 "worker_wall_s": outcome.wall_s, "worker_own_peak_rss_mb": result.get("own_peak_rss_mb")},
     })
     if score_quality:
         row.update(metrics.quality(outputs, test_set.references))
+
+
+# ------------------------------------------------------------------ rounds
+
+def round_summary(row: dict) -> dict:
+    """The figures of one round that ratios are taken of (``mtedge.bench.targets.round_ratios``)."""
+    return {"throughput_tok_s": row.get("throughput_tok_s"),
+            "latency_p50": (row.get("latency_ms") or {}).get("p50"),
+            "latency_beam4_p50": (row.get("latency_beam4_ms") or {}).get("p50"),
+            "peak_rss_mb": row.get("peak_rss_mb"), "load_s": row.get("load_s"),
+            "error": row.get("error")}
+
+
+def combine_rounds(rounds: list[dict], outputs: list[list[str] | None]) -> dict:
+    """One configuration's row from its rounds (one fresh worker each, interleaved with the other
+    configurations): throughput is the median over rounds, latency percentiles are over every round's
+    samples, peak RSS is the highest, and ``rounds`` keeps each round's figures for per-round ratios.
+    A failed round leaves a warning; the row is an error only when every round failed."""
+    measured = [row for row in rounds if not row.get("error")]
+    if not measured:
+        row = dict(rounds[0])
+        row["rounds"] = [round_summary(r) for r in rounds]
+        return row
+    row = dict(measured[0])
+    if len(rounds) == 1:
+        row["rounds"] = [round_summary(row)]
+        return row
+    raws = [r["raw"] for r in measured]
+    greedy = [ms for raw in raws for ms in raw["latency_ms"]["greedy"]]
+    beam = [ms for raw in raws for ms in raw["latency_ms"]["beam4"]]
+    row.update({
+        "throughput_tok_s": metrics.median([r["throughput_tok_s"] for r in measured]),
+        "latency_ms": metrics.latency_summary(greedy),
+        "latency_beam4_ms": metrics.latency_summary(beam),
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in measured if r.get("peak_rss_mb") is not None),
+        "load_s": metrics.median([r["load_s"] for r in measured]),
+        "first_translation_ms": metrics.median([r["first_translation_ms"] for r in measured]),
+        "rounds": [round_summary(r) for r in rounds],
+        "raw": {"latency_ms": {"greedy": greedy, "beam4": beam},
+                "throughput_pass_s": [s for raw in raws for s in raw["throughput_pass_s"]],
+                "worker_wall_s": metrics.median([raw["worker_wall_s"] for raw in raws]),
+                "worker_own_peak_rss_mb": max((raw.get("worker_own_peak_rss_mb") or 0) for raw in raws) or None},
+    })
+    warnings = [row["warning"]] if row.get("warning") else []
+    failed = [f"round {i + 1}: {r['error']}" for i, r in enumerate(rounds) if r.get("error")]
+    if failed:
+        warnings.append(f"{len(failed)} of {len(rounds)} rounds failed ({'; '.join(failed)})")
+    first = next(out for out in outputs if out is not None)
+    differing = [i + 1 for i, out in enumerate(outputs) if out is not None and out != first]
+    if differing:
+        warnings.append(f"outputs of round(s) {', '.join(map(str, differing))} differ from the first "
+                        f"measured round's: this configuration is not deterministic here")
+    if warnings:
+        row["warning"] = "; ".join(warnings)
+    return row

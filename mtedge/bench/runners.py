@@ -32,6 +32,10 @@ class Runner:
                   length_penalty: float) -> list[str]:
         raise NotImplementedError
 
+    def runtime(self) -> dict:
+        """What actually ran, as the loaded library reports it (after ``load``)."""
+        return {}
+
 
 class MtedgeRunner(Runner):
     """Ours: ``mtedge.Translator`` on the bundle's engine/precision."""
@@ -42,6 +46,14 @@ class MtedgeRunner(Runner):
         self.translator = Translator(self.bundle, engine=self.config["engine"],
                                      precision=self.config["precision"],
                                      device=self.config["device"], threads=self.threads)
+
+    def runtime(self):
+        engine = self.translator.engine
+        if hasattr(engine, "translator"):      # CTranslate2
+            return ct2_runtime(engine.translator)
+        if hasattr(engine, "decoder"):         # ONNX Runtime
+            return {"onnxruntime_providers": engine.decoder.get_providers()}
+        return {}
 
     def translate(self, texts, beam_size, max_length, forced, length_penalty):
         out = self.translator.translate(texts, beam_size=beam_size, max_length=max_length,
@@ -99,9 +111,17 @@ class HFTorchInt8Runner(HFTorchRunner):
         super().load()
         self.model = torch.ao.quantization.quantize_dynamic(self.model, {torch.nn.Linear}, dtype=torch.qint8)
 
+    def runtime(self):
+        import torch
+
+        return {"torch_quantized_engine": torch.backends.quantized.engine}
+
 
 class OptimumRunner(_HFGenerateRunner):
     """Peer: optimum's ``ORTModelForSeq2SeqLM.generate`` on the bundle's own ONNX files."""
+
+    def runtime(self):
+        return {"onnxruntime_providers": list(self.model.providers)}
 
     def load(self):
         import onnxruntime as ort
@@ -117,6 +137,11 @@ class OptimumRunner(_HFGenerateRunner):
         self.model = ORTModelForSeq2SeqLM.from_pretrained(
             self.spec["view_dir"], session_options=options, provider=provider,
             use_cache=True, use_merged=True, local_files_only=True)
+
+
+def ct2_runtime(translator) -> dict:
+    """The compute type CTranslate2 settled on (it may differ from the one asked for where the CPU lacks it)."""
+    return {"ct2_compute_type": translator.compute_type, "ct2_device": translator.device}
 
 
 class CT2RawRunner(Runner):
@@ -145,6 +170,9 @@ class CT2RawRunner(Runner):
         self.translator = ctranslate2.Translator(
             self.spec["engine_dir"], device=device, compute_type=self.config["precision"],
             intra_threads=self.threads, inter_threads=1)
+
+    def runtime(self):
+        return ct2_runtime(self.translator)
 
     def translate(self, texts, beam_size, max_length, forced, length_penalty):
         from mtedge.engines.ct2_engine import decoding_steps

@@ -35,7 +35,7 @@ def run_worker(spec: dict, log_dir: Path, timeout_s: float | None = None) -> Wor
     accounting of the exited worker (``wait4`` ``ru_maxrss``, KiB on Linux), taken by the launcher —
     a direct child of this process would carry this process's own peak (see launcher.py)."""
     log_dir.mkdir(parents=True, exist_ok=True)
-    name = spec["config"]["name"]
+    name = spec.get("label", spec["config"]["name"])   # the config, and its round where there are several
     result_path = Path(spec["result_path"])
     usage_path = result_path.with_name(f"{name}.usage.json")
     for path in (result_path, usage_path):

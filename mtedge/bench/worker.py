@@ -56,6 +56,7 @@ def measure(spec: dict) -> dict:
     result: dict = {"config": spec["config"]["name"], "pid": os.getpid()}
 
     _, result["load_s"] = _timed(runner.load)
+    result["runtime"] = runner.runtime()
     if spec["config"]["name"] in os.environ.get(FAIL_ENV, "").split(","):
         raise RuntimeError(f"{FAIL_ENV} asked config {spec['config']['name']} to fail")
 
