@@ -262,8 +262,57 @@ def test_io_binding_path_gives_the_same_results(parity_case, beam_size):
                             return_scores=True)
     engine = OnnxEngine(case.bundle / "onnx" / "fp32", case.target, case.manifest["model_shape"], threads=1)
     engine.io_runner = IOBindingRunner("cpu")
+    assert not engine.decoder_supports_top_k(), "IO binding takes the logits path"
     bound = engine.translate_ids(case.batch[:8], options)
-    assert bound == case.engine().translate_ids(case.batch[:8], options)
+    plain = case.engine()
+    assert plain.decoder_supports_top_k()          # the graph's search head ...
+    expected = plain.translate_ids(case.batch[:8], options)
+    # ... scores in onnxruntime's reductions, the logits path in numpy's: the same ids, scores to float32 ulps
+    assert [[h.ids for h in hyps] for hyps in bound] == [[h.ids for h in hyps] for hyps in expected]
+    np.testing.assert_allclose([h.score for hyps in bound for h in hyps],
+                               [h.score for hyps in expected for h in hyps], rtol=0, atol=SCORE_TOLERANCE)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("beam_size", [1, 4])
+def test_the_graphs_search_head_gives_the_logits_paths_results(parity_case, family, beam_size):
+    """The exported decoder's search head (bans, top-k, log-softmax in the graph) against the same search
+    on the full logits in numpy: same ids, scores to float32 ulps — with the EOS ban of a minimum length and a
+    two-token bad word that matches some rows mid-search (the per-row bias)."""
+    import dataclasses
+
+    from mtedge.engines.search_head import MODES
+
+    case = parity_case(family)
+    for precision in ("fp32", "int8"):
+        engine = OnnxEngine(case.bundle / "onnx" / precision, case.target, case.manifest["model_shape"], threads=1)
+        assert engine.graph.search_head == MODES[engine.rules.renormalize] and engine.decoder_supports_top_k()
+        options = DecodeOptions(beam_size=beam_size, max_length=24, min_length=6, num_hypotheses=beam_size,
+                                return_scores=True)
+        batch = case.batch[:12]
+        first = engine.translate_ids(batch, options)[0][0].ids
+        engine.rules = dataclasses.replace(engine.rules, bad_words_ids=engine.rules.bad_words_ids + (tuple(first[:2]),))
+        with_head = engine.translate_ids(batch, options)
+        engine.graph.search_head = None            # as a bundle exported before the head
+        assert not engine.decoder_supports_top_k()
+        logits_path = engine.translate_ids(batch, options)
+        assert [[h.ids for h in hyps] for hyps in with_head] == [[h.ids for h in hyps] for hyps in logits_path]
+        assert all(first[:2] != h.ids[i:i + 2] for hyps in with_head for h in hyps for i in range(len(h.ids)))
+        np.testing.assert_allclose([h.score for hyps in with_head for h in hyps],
+                                   [h.score for hyps in logits_path for h in hyps], rtol=0, atol=1e-5)
+
+
+def test_the_search_head_is_appended_once_and_names_its_log_softmax(tmp_path, parity_case):
+    import onnx
+
+    from mtedge.convert.search_head import append_search_head
+    from mtedge.engines.search_head import MODE_METADATA
+
+    decoder = tmp_path / "decoder_model_merged.onnx"
+    shutil.copyfile(parity_case("marian").bundle / "onnx" / "fp32" / decoder.name, decoder)
+    assert append_search_head(decoder, renormalize=True) is False      # the export already added it
+    meta = {p.key: p.value for p in onnx.load(str(decoder), load_external_data=False).metadata_props}
+    assert meta[MODE_METADATA] == "log_softmax_after_bans"            # opus-mt's renormalize_logits=True
 
 
 def test_unsupported_generation_settings_are_reported(parity_case):

@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 from mtedge.convert.quiet import quiet_libraries
+from mtedge.convert.search_head import append_search_head
 from mtedge.errors import UserError
 
 ONNX_FILES = ("encoder_model.onnx", "decoder_model_merged.onnx")
@@ -29,8 +30,10 @@ def _keep_only(directory: Path, keep: tuple[str, ...]) -> None:
             shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
-def export_onnx(model_dir: Path, out_dir: Path, family_optimum_type: str, dtype: str = "fp32") -> dict:
-    """Export ``model_dir`` to ``out_dir`` (encoder_model.onnx + decoder_model_merged.onnx)."""
+def export_onnx(model_dir: Path, out_dir: Path, family_optimum_type: str, dtype: str = "fp32", *,
+                renormalize: bool = False) -> dict:
+    """Export ``model_dir`` to ``out_dir`` (encoder_model.onnx + decoder_model_merged.onnx with the search
+    head; ``renormalize``: the checkpoint's ``renormalize_logits``)."""
     from optimum.exporters.onnx import main_export
 
     out_dir = Path(out_dir)
@@ -43,7 +46,10 @@ def export_onnx(model_dir: Path, out_dir: Path, family_optimum_type: str, dtype:
     if missing:
         raise RuntimeError(f"optimum did not write {', '.join(missing)} for this {family_optimum_type} model")
     _keep_only(out_dir, ONNX_FILES)
-    return {"exporter": "optimum main_export", "task": TASK, "dtype": dtype, "device": device}
+    # int8 graphs are made from this one and keep the head
+    append_search_head(out_dir / "decoder_model_merged.onnx", renormalize)
+    return {"exporter": "optimum main_export", "task": TASK, "dtype": dtype, "device": device,
+            "search_head": "bans, top-k and log-softmax in the decoder graph (mtedge/convert/search_head.py)"}
 
 
 def quantization_config(preset: str):

@@ -169,6 +169,7 @@ def _build(source, staging: Path, name: str, onnx_precisions, ct2_precisions, in
     notes: dict = {"onnx_quant_preset": preset, "host_quant_preset": host.host_quant_preset()}
 
     if onnx_precisions:
+        renormalize = bool(generation.get("renormalize_logits"))   # which log-softmax the search head computes
         engines["onnx"] = {}
         onnx_root = staging / "onnx"
         onnx_root.mkdir()
@@ -176,7 +177,8 @@ def _build(source, staging: Path, name: str, onnx_precisions, ct2_precisions, in
         fp32_dir = onnx_root / ("fp32" if "fp32" in onnx_precisions else ".fp32-for-int8")
         if need_fp32:
             log("[export] onnx fp32 (optimum, encoder + merged decoder with KV cache)")
-            options = onnx_export.export_onnx(source.path, fp32_dir, source.family.optimum_type, "fp32")
+            options = onnx_export.export_onnx(source.path, fp32_dir, source.family.optimum_type, "fp32",
+                                              renormalize=renormalize)
             if "fp32" in onnx_precisions:
                 engines["onnx"]["fp32"] = _engine_record(staging, "onnx/fp32", options)
         if "int8" in onnx_precisions:
@@ -189,7 +191,8 @@ def _build(source, staging: Path, name: str, onnx_precisions, ct2_precisions, in
             shutil.rmtree(fp32_dir)
         if "fp16" in onnx_precisions:
             log("[export] onnx fp16 (CUDA)")
-            options = onnx_export.export_onnx(source.path, onnx_root / "fp16", source.family.optimum_type, "fp16")
+            options = onnx_export.export_onnx(source.path, onnx_root / "fp16", source.family.optimum_type, "fp16",
+                                              renormalize=renormalize)
             engines["onnx"]["fp16"] = _engine_record(staging, "onnx/fp16", options)
 
     if ct2_precisions:

@@ -90,11 +90,10 @@ def beam_search(model: StepModel, num_sources: int, rules: TokenRules,
         if rules.forced_eos_id is not None and generated == max_length - 1:
             cand_tokens, cand_log_probs = _forced_candidates(rows, keep_top, rules.forced_eos_id)
         else:
-            logits = model.logits(tokens)
             past = None
             if processor.needs_histories:
                 past = run_seqs[:, :rows_per_sentence, :cur_len].reshape(rows, cur_len)
-            cand_tokens, cand_log_probs = processor.top_candidates(logits, past, generated, keep_top)
+            cand_tokens, cand_log_probs = processor.step_candidates(model, tokens, past, generated, keep_top)
 
         # a/b. the sentence's top K over all beams' continuations
         per_row = cand_tokens.shape[1]

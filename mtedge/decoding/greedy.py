@@ -30,6 +30,7 @@ def greedy_search(model: StepModel, num_sources: int, rules: TokenRules,
         return [[Hypothesis([], 0.0 if want_scores else None)] for _ in range(num_sources)]
 
     processor = LogitsProcessor(rules, options.min_length)
+    head = processor.uses_search_head(model)   # top-1 and its log-prob come from the model's graph
     # every row's tokens so far, decoder start first (HF input_ids)
     histories = np.empty((num_sources, 1 + max_length), dtype=np.int64)
     histories[:, 0] = rules.decoder_start_id
@@ -43,6 +44,11 @@ def greedy_search(model: StepModel, num_sources: int, rules: TokenRules,
         if rules.forced_eos_id is not None and generated == max_length - 1:
             # HF ForcedEOSTokenLogitsProcessor: the last allowed token is </s>, log-prob 0; no model call
             chosen = np.full(len(alive), rules.forced_eos_id, dtype=np.int64)
+        elif head:
+            past = histories[:, :1 + generated] if processor.needs_histories else None
+            ids, log_probs = processor.step_candidates(model, tokens, past, generated, 1)
+            chosen = ids[:, 0]
+            sums += log_probs[:, 0]
         else:
             logits = model.logits(tokens)
             past = histories[:, :1 + generated] if processor.needs_histories else None

@@ -82,6 +82,7 @@ class LogitsProcessor:
         self.single_bans = np.array(sorted({w[0] for w in words if len(w) == 1}), dtype=np.int64)
         self.sequence_bans = [(np.array(w[:-1], dtype=np.int64), w[-1]) for w in words if len(w) > 1]
         self._scratch: np.ndarray | None = None   # reused by every step of this search
+        self._shared_bias: dict[tuple[int, bool], np.ndarray] = {}
 
     def apply_bans(self, logits: np.ndarray, histories: np.ndarray | None, generated: int) -> None:
         """Set banned entries of ``logits`` [rows, vocab] to -inf, in place.
@@ -120,6 +121,45 @@ class LogitsProcessor:
         normalizer = self.process(logits, histories, generated)
         tokens, values = top_k_per_row(logits, k)
         return tokens, normalizer.log_probs(values)
+
+    # -- the model's own search head (StepModel.top_k) ------------------------------------------
+    def uses_search_head(self, model) -> bool:
+        """Whether ``model`` takes the bans and the top k in its own graph (``StepModel.top_k``), computing the
+        scores these rules need."""
+        supports = getattr(model, "supports_top_k", None)
+        return supports is not None and supports(self.rules.renormalize)
+
+    def bias(self, vocab: int, histories: np.ndarray | None, generated: int) -> np.ndarray:
+        """The bans of :meth:`apply_bans` as an additive float32 bias: ``[1, vocab]`` when every row has the
+        same bans (kept between steps), ``[rows, vocab]`` when a multi-token bad word matches some row."""
+        eos_banned = generated < self.eos_banned_below
+        shared = self._shared_bias.get((vocab, eos_banned))
+        if shared is None:
+            shared = np.zeros((1, vocab), dtype=np.float32)
+            if self.single_bans.size:
+                shared[:, self.single_bans] = NEG_INF
+            if eos_banned:
+                shared[:, self.rules.eos_id] = NEG_INF
+            self._shared_bias[(vocab, eos_banned)] = shared
+        per_row = None
+        for prefix, last in self.sequence_bans:
+            if histories is None or prefix.size >= histories.shape[1]:
+                continue
+            matches = np.all(histories[:, -prefix.size:] == prefix, axis=1)
+            if matches.any():
+                if per_row is None:
+                    per_row = np.repeat(shared, histories.shape[0], axis=0)
+                per_row[matches, last] = NEG_INF
+        return shared if per_row is None else per_row
+
+    def step_candidates(self, model, tokens: np.ndarray, histories: np.ndarray | None, generated: int,
+                        k: int) -> tuple[np.ndarray, np.ndarray]:
+        """One model call and the ``k`` best tokens of every row with their scores ``(tokens, log_probs)``
+        [rows, k]: in the model's graph where it can (the same steps, see ``mtedge/convert/search_head.py``),
+        else from its logits here."""
+        if self.uses_search_head(model):
+            return model.top_k(tokens, self.bias(model.vocab_size, histories, generated), k)
+        return self.top_candidates(model.logits(tokens), histories, generated, k)
 
     def _scratch_for(self, size: int) -> np.ndarray:
         if self._scratch is None or self._scratch.size < size:

@@ -30,3 +30,12 @@ class StepModel(Protocol):
         ``beam_size`` rows. ``sources`` lets an engine keep per-source data (the encoder output,
         the cross-attention cache) and re-gather it only when the set of sentences changes.
         """
+
+    # Optional, for an engine that can take the bans, the top k and the log-softmax in its own graph (the ONNX
+    # engine's search head); the searches call them only when ``supports_top_k(renormalize)`` says True:
+    #   supports_top_k(renormalize: bool) -> bool
+    #   vocab_size: int
+    #   top_k(tokens, bias [1 or rows, vocab] float32 of 0 / -inf, k) -> (ids [rows, k], log_probs [rows, k]):
+    #       the same call as ``logits`` (it feeds ``tokens`` and keeps the state), returning the k best ids of
+    #       ``logits + bias`` and their scores as ``mtedge.decoding.logits`` computes them
+

@@ -12,8 +12,10 @@ How the caches are handled:
   ``present.*.encoder.*`` outputs are the cross-attention keys/values, kept per source and never
   recomputed; the encoder hidden states are not needed after that (the cache branch does not read
   them; a 1x1xd placeholder fills the input).
-- Later steps run the cache branch and ask only for ``logits`` and ``present.*.decoder.*``
-  (the branch's ``present.*.encoder.*`` outputs are empty placeholders anyway).
+- Later steps run the cache branch and ask only for the scores and ``present.*.decoder.*`` (the branch's
+  ``present.*.encoder.*`` outputs are empty placeholders anyway). The scores are the search head's top k
+  (``top_ids``, ``top_log_probs``: bans, top-k and log-softmax in the graph, mtedge/engines/search_head.py)
+  where the graph has one that fits the checkpoint's generation settings, else the full ``logits``.
 - A beam reorder gathers only the self-attention cache rows. The cross-attention cache (and the
   encoder mask) is the same for all beams of a sentence, so it is expanded from the per-source copy
   (``np.take`` by source index) only when the set of live sentences changes — at the first
@@ -34,6 +36,7 @@ import numpy as np
 from mtedge.bundle import Bundle, GenerationSettings, corrupt_file
 from mtedge.decoding import TokenRules, decode
 from mtedge.engines.base import Engine
+from mtedge.engines.search_head import BIAS_INPUT, IDS_OUTPUT, K_INPUT, LOG_PROBS_OUTPUT, MODES, head_mode
 from mtedge.types import DecodeOptions, Hypothesis, TargetSpec
 from mtedge.errors import BundleError, UserError
 
@@ -58,6 +61,9 @@ def session_options(threads: int | None, graph_optimization: str):
     options.intra_op_num_threads = 0 if threads is None else int(threads)   # 0: ORT picks (physical cores)
     options.inter_op_num_threads = 1      # one graph at a time; parallelism is inside the ops
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    # errors only: the search head's optional inputs (mtedge/convert/search_head.py) are initializers that
+    # are also graph inputs, which ORT reports as a warning on every load
+    options.log_severity_level = 3
     options.graph_optimization_level = {
         "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
         "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
@@ -115,8 +121,12 @@ class DecoderGraph:
                              for kv in ("key", "value")]
         self.self_outputs = [name.replace("past_key_values", "present") for name in self.self_inputs]
         self.cross_outputs = [name.replace("past_key_values", "present") for name in self.cross_inputs]
-        self.first_outputs = ["logits"] + self.self_outputs + self.cross_outputs
-        self.step_outputs = ["logits"] + self.self_outputs
+        outputs = {o.name: o for o in session.get_outputs()}
+        # bans, top-k and log-softmax inside the graph (mtedge/engines/search_head.py); None for a bundle
+        # exported before the head
+        self.search_head = head_mode(outputs, session.get_modelmeta().custom_metadata_map)
+        self.vocab_size = (_static(outputs["logits"].shape[2], model_shape.get("vocab_size"), "vocab size")
+                           if self.search_head else None)
         self.cache_dtype = _numpy_type(inputs["past_key_values.0.decoder.key"].type)
         self.hidden_dtype = _numpy_type(inputs["encoder_hidden_states"].type)
 
@@ -171,6 +181,10 @@ class OnnxEngine(Engine):
         state = OnnxDecoderState(self, *pad_batch(batch, self.target.pad_id))
         return decode(state, len(batch), self.rules, options)
 
+    def decoder_supports_top_k(self) -> bool:
+        """Whether searches on this engine take their bans, top k and scores from the graph's search head."""
+        return search_head_serves(self, self.rules.renormalize)
+
     def close(self) -> None:
         self.encoder = self.decoder = None
 
@@ -212,16 +226,20 @@ class OnnxDecoderState:
 
     # -- StepModel --------------------------------------------------------------------------
     def logits(self, tokens: np.ndarray) -> np.ndarray:
-        tokens = np.ascontiguousarray(tokens, dtype=np.int64)
-        if self.self_cache is None:
-            return self._first_step(tokens)
-        feeds = {"encoder_attention_mask": self.mask, "input_ids": tokens,
-                 "encoder_hidden_states": self.hidden_placeholder, "use_cache_branch": self.use_cache}
-        feeds.update(zip(self.graph.self_inputs, self.self_cache))
-        feeds.update(zip(self.graph.cross_inputs, self.cross))
-        outputs = self._run(self.graph.step_outputs, feeds)
-        self.self_cache = outputs[1:]
-        return _last_position(outputs[0])
+        return _last_position(self._step(tokens, ["logits"], {})[0])
+
+    def supports_top_k(self, renormalize: bool) -> bool:
+        return search_head_serves(self.engine, renormalize)
+
+    @property
+    def vocab_size(self) -> int | None:
+        return self.graph.vocab_size
+
+    def top_k(self, tokens: np.ndarray, bias: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The graph's search head (mtedge/engines/search_head.py): ``(ids, log_probs)`` [rows, k]."""
+        ids, log_probs = self._step(tokens, [IDS_OUTPUT, LOG_PROBS_OUTPUT],
+                                    {BIAS_INPUT: bias, K_INPUT: np.array([k], dtype=np.int64)})
+        return _host(ids), _host(log_probs)
 
     def select(self, rows: np.ndarray, sources: np.ndarray) -> None:
         rows = np.asarray(rows, dtype=np.int64)
@@ -235,7 +253,21 @@ class OnnxDecoderState:
             self._expand_cross(np.asarray(sources, dtype=np.int64))
 
     # -- internals --------------------------------------------------------------------------
-    def _first_step(self, tokens: np.ndarray) -> np.ndarray:
+    def _step(self, tokens: np.ndarray, wanted: list[str], extra_feeds: dict) -> list:
+        """One decoder call: returns the ``wanted`` outputs and keeps the self-attention cache."""
+        tokens = np.ascontiguousarray(tokens, dtype=np.int64)
+        if self.self_cache is None:
+            return self._first_step(tokens, wanted, extra_feeds)
+        feeds = {"encoder_attention_mask": self.mask, "input_ids": tokens,
+                 "encoder_hidden_states": self.hidden_placeholder, "use_cache_branch": self.use_cache}
+        feeds.update(zip(self.graph.self_inputs, self.self_cache))
+        feeds.update(zip(self.graph.cross_inputs, self.cross))
+        feeds.update(extra_feeds)
+        outputs = self._run(wanted + self.graph.self_outputs, feeds)
+        self.self_cache = outputs[len(wanted):]
+        return outputs[:len(wanted)]
+
+    def _first_step(self, tokens: np.ndarray, wanted: list[str], extra_feeds: dict) -> list:
         graph, sources = self.graph, tokens.shape[0]
         hidden = self._run(["last_hidden_state"], {"input_ids": self.input_ids,
                                                    "attention_mask": self.source_mask},
@@ -244,13 +276,14 @@ class OnnxDecoderState:
         feeds = {"encoder_attention_mask": self.source_mask, "input_ids": tokens,
                  "encoder_hidden_states": hidden, "use_cache_branch": np.array([False])}
         feeds.update((name, empty) for name in graph.self_inputs + graph.cross_inputs)
-        outputs = self._run(graph.first_outputs, feeds)
-        layers = len(graph.self_outputs)
-        self.self_cache = outputs[1:1 + layers]
-        self.source_cross = outputs[1 + layers:]
+        feeds.update(extra_feeds)
+        outputs = self._run(wanted + graph.self_outputs + graph.cross_outputs, feeds)
+        layers, first = len(graph.self_outputs), len(wanted)
+        self.self_cache = outputs[first:first + layers]
+        self.source_cross = outputs[first + layers:]
         self.cross, self.mask = self.source_cross, self.source_mask
         self.row_sources = np.arange(sources)
-        return _last_position(outputs[0])
+        return outputs[:first]
 
     def _expand_cross(self, sources: np.ndarray) -> None:
         self.cross = [self._take(cache, sources) for cache in self.source_cross]
@@ -294,6 +327,19 @@ class _GatherBuffers:
         return np.take(source, rows, axis=0, out=out, mode="clip")
 
 
+def search_head_serves(engine: OnnxEngine, renormalize: bool) -> bool:
+    """Whether the graph's search head computes the scores this checkpoint's search needs. Not with IO
+    binding: the head's inputs carry defaults (initializers), and onnxruntime 1.32's IO binding refuses to
+    bind such an input ("Failed to find NodeArg with name: search_bias in the def list")."""
+    if engine.io_runner is not None:
+        return False
+    return engine.graph.search_head is not None and engine.graph.search_head == MODES[bool(renormalize)]
+
+
+def _host(value) -> np.ndarray:
+    return value if isinstance(value, np.ndarray) else value.numpy()
+
+
 def _last_position(logits) -> np.ndarray:
     """[rows, t, vocab] → [rows, vocab] float32 of the last position, writable (the search bans in place)."""
     if not isinstance(logits, np.ndarray):
@@ -325,13 +371,13 @@ class IOBindingRunner:
             else:
                 binding.bind_ortvalue_input(name, value)
         for name in output_names:
-            if name == "logits":  # the search runs on the host
+            if not name.startswith("present."):  # logits / the search head's top k: the search runs on the host
                 binding.bind_output(name, "cpu")
             else:
                 binding.bind_output(name, self.device, self.device_id)
         session.run_with_iobinding(binding)
         outputs = binding.get_outputs()   # in binding order
-        return [value.numpy() if name == "logits" else value for name, value in zip(output_names, outputs)]
+        return [value if name.startswith("present.") else value.numpy() for name, value in zip(output_names, outputs)]
 
     def take(self, value, rows: np.ndarray):
         host = value if isinstance(value, np.ndarray) else value.numpy()
