@@ -116,14 +116,47 @@ def checkpoint_progress(run: Path) -> dict:
     return {"step": state["step"], "trained_seconds": state["trained_seconds"]}
 
 
-def write_card(run: Path, dest: Path, scores: dict, samples: list[dict], weights: str, average: int) -> None:
+def earlier_training(run: Path) -> dict | None:
+    """What the model this run was initialized from (``mtedge pretrain --init-from``) had behind it: its card's
+    steps and hours and its learning curve, read before ``publish`` replaces it (it is usually ``model/``)."""
+    init_from = json.loads((run / "pretrain_config.json").read_text()).get("init_from")
+    if not init_from:
+        return None
+    card, log = Path(init_from) / "mtedge_card.json", Path(init_from) / "train_log.jsonl"
+    if not (card.is_file() and log.is_file()):
+        raise SystemExit(f"{run} continues {init_from}, which has no mtedge_card.json / train_log.jsonl to "
+                         f"count its earlier training from")
+    record = json.loads(card.read_text())
+    return {"from": init_from, "steps": record["steps_trained"], "seconds": record["train_seconds"],
+            "published_step": record["published_step"],
+            "log": [json.loads(line) for line in log.read_text().splitlines() if line.strip()]}
+
+
+def joined_log(log: list[dict], earlier: dict | None) -> list[dict]:
+    """This run's evaluations after the earlier training's, steps and hours counted from the very start (this
+    run's step-0 evaluation is the earlier model's last one again, so it is left out)."""
+    if earlier is None:
+        return log
+    shifted = [{**r, "step": r["step"] + earlier["steps"], "trained_seconds": r["trained_seconds"] + earlier["seconds"],
+                "continued_from_step": earlier["steps"]} for r in log if r["step"] > 0]
+    return earlier["log"] + shifted
+
+
+def write_card(run: Path, dest: Path, scores: dict, samples: list[dict], weights: str, average: int,
+               earlier: dict | None = None) -> None:
     from benchmarks.reference_model.curve import plot_learning_curve
     from mtedge.bench.machine import describe_machine
 
     pretrain_config = json.loads((run / "pretrain_config.json").read_text())
-    log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
-    last = {**log[-1], **checkpoint_progress(run)}  # a run stopped by --max-hours went on after its last eval
-    best = max(log, key=lambda r: r["dev_bleu"])
+    run_log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    log = joined_log(run_log, earlier)
+    progress = checkpoint_progress(run)            # a run stopped by --max-hours went on after its last eval
+    if earlier and progress:
+        progress = {"step": progress["step"] + earlier["steps"],
+                    "trained_seconds": progress["trained_seconds"] + earlier["seconds"]}
+    last = {**log[-1], **progress}
+    # run/best holds this run's best: an evaluation of the model it continued is not among its candidates
+    best = max(log[len(earlier["log"]):] if earlier else log, key=lambda r: r["dev_bleu"])
     published = {"best": best, "checkpoint": last, "averaged": log[-1]}[weights]
     machine = describe_machine()
     size, loop = pretrain_config["size"], pretrain_config["loop"]
@@ -144,9 +177,11 @@ def write_card(run: Path, dest: Path, scores: dict, samples: list[dict], weights
               "steps_per_second": round(steps_per_s, 3), "padded_tokens_per_second": round(tokens_per_s),
               "size": size, "loop": loop, "parameters": pretrain_config["parameters"],
               "data": pretrain_config.get("data", {}), "corpora": hashes, "machine": machine,
-              "total_mb": round(total_mb, 2)}
+              "total_mb": round(total_mb, 2),
+              "continued_from": None if earlier is None else {
+                  "model": earlier["from"], "steps": earlier["steps"], "train_seconds": earlier["seconds"]}}
     (dest / "mtedge_card.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    shutil.copy2(run / "train_log.jsonl", dest / "train_log.jsonl")
+    (dest / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log), encoding="utf-8")
     plot_learning_curve(dest / "train_log.jsonl", dest / "learning_curve.png",
                         title=f"reference model ({size['arch']} d{size['d_model']} "
                               f"{size['encoder_layers']}+{size['decoder_layers']}): learning curve")
@@ -186,7 +221,7 @@ benchmarks/reference_model/train.sh           # mtedge pretrain ... (resumes if 
 | parameters | {pretrain_config['parameters'] / 1e6:.2f} M ({weights_mb:.1f} MB fp32 safetensors) |
 | vocabulary | shared sentencepiece unigram, {size['vocab_size']} pieces (en+de), placeholders `%s %d {{ }}` kept whole |
 | training data | `bible` train + `sysmsg` train (below); {excluded.get('dropped_training_pairs', 0)} training pairs whose source is in `webui` dev/test were dropped |
-| schedule | AdamW (0.9, 0.98), peak lr {loop['learning_rate']} after {loop['warmup_steps']} warmup steps, then {DECAY_WORDS[loop.get('decay', 'inverse_sqrt')].format(max_steps=loop['max_steps'])}; {loop['batch_tokens']} padded tokens per batch x {loop['grad_accum']}; label smoothing {loop['label_smoothing']}, dropout {size['dropout']}, clip {loop['clip_norm']}, seed {loop['seed']} |
+| schedule | {_continued(earlier, loop)}AdamW (0.9, 0.98), peak lr {loop['learning_rate']} after {loop['warmup_steps']} warmup steps, then {DECAY_WORDS[loop.get('decay', 'inverse_sqrt')].format(max_steps=loop['max_steps'])}; {loop['batch_tokens']} padded tokens per batch x {loop['grad_accum']}; label smoothing {loop['label_smoothing']}, dropout {size['dropout']}, clip {loop['clip_norm']}, seed {loop['seed']} |
 | precision | {loop.get('precision', 'fp32')} (bf16 autocast where the CPU has AMX/AVX512-BF16; weights and optimizer fp32) |
 | training | {last['step']} optimizer steps in {hours:.2f} h ({steps_per_s:.2f} steps/s, ~{tokens_per_s:,.0f} padded tokens/s; evaluations excluded) |
 | published weights | {what}; best greedy dev BLEU during the run {best['dev_bleu']} (chrF {best['dev_chrf']}) at step {best['step']}, on the first {best['dev_n']} of bible+sysmsg dev interleaved |
@@ -226,6 +261,14 @@ Every dev evaluation of the run: `train_log.jsonl` (copied here); raw numbers: `
     (dest / "README.md").write_text(card, encoding="utf-8")
 
 
+def _continued(earlier: dict | None, loop: dict) -> str:
+    if earlier is None:
+        return ""
+    return (f"steps 1–{earlier['steps']}: the model this one continues (history below); steps "
+            f"{earlier['steps'] + 1}–{earlier['steps'] + loop['max_steps']}, one run initialized from it "
+            f"(`--init-from`): ")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, default=HERE / "run")
@@ -236,10 +279,11 @@ def main() -> None:
                              "checkpoint: the last step")
     parser.add_argument("--average", type=int, default=5, help="How many snapshots to average.")
     args = parser.parse_args()
+    earlier = earlier_training(args.run)
     publish(weights_dir(args.run, args.weights, args.average), args.dest)
     scores = score(args.dest, args.threads)
     samples = translate_samples(args.dest, args.threads)
-    write_card(args.run, args.dest, scores, samples, args.weights, args.average)
+    write_card(args.run, args.dest, scores, samples, args.weights, args.average, earlier)
     print(f"wrote {args.dest}")
 
 

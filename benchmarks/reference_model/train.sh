@@ -21,6 +21,10 @@
 # MAX_HOURS=2.0 (the linear decay re-sized: lr 2.3e-4 -> 7e-4 at the resume, 0 at step 6,000), then once
 # more with MAX_STEPS=7400 MAX_HOURS=0.5 (lr 0 -> 2e-4 -> 0 at step 7,400). A resume
 # reads the encoded pairs from the run directory (encoded_train.npz) instead of tokenizing 352k pairs again.
+# v3 continued v2 on a fresh machine (no run directory): LEARNING_RATE=7e-4 WARMUP_STEPS=200 MAX_STEPS=4500
+# train.sh --init-from benchmarks/reference_model/model, resumed twice with MAX_STEPS=6000 and then 5500 (the
+# decay re-sized each time: lr 3.3e-4 -> 4.2e-4 near step 2,500, 2.5e-4 -> 2.1e-4 at step 3,916), 5,500 steps on
+# top of v2's 7,400; bf16 autocast (this AMD EPYC has AVX512-BF16).
 # - webui dev/test sources are excluded from training: the webui score is the out-of-domain figure, and
 #   UI strings shared by catalogs (Save, Cancel, ...) would otherwise be seen in training.
 set -euo pipefail
