@@ -38,4 +38,3 @@ class StepModel(Protocol):
     #   top_k(tokens, bias [1 or rows, vocab] float32 of 0 / -inf, k) -> (ids [rows, k], log_probs [rows, k]):
     #       the same call as ``logits`` (it feeds ``tokens`` and keeps the state), returning the k best ids of
     #       ``logits + bias`` and their scores as ``mtedge.decoding.logits`` computes them
-
