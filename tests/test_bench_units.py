@@ -141,7 +141,7 @@ def test_rounds_rotate_the_order_of_the_configurations():
 
 
 def test_the_int8_kernel_named_is_the_one_mlas_would_pick_for_these_flags():
-    from mtedge.bench.machine import mlas_int8_kernel
+    from mtedge.cpu import mlas_int8_kernel
 
     assert mlas_int8_kernel({"avx2"}).startswith("AVX2")
     assert mlas_int8_kernel({"avx2", "avx_vnni"}) == "AVX-VNNI"

@@ -4,6 +4,8 @@ are quantized, and the error stays within int8 rounding."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -47,15 +49,22 @@ def _run(path, ids, x):
     return session.run(None, {"ids": ids, "x": x})
 
 
-@pytest.mark.parametrize("opset", [14, 18])  # ReduceMax's axes moved from attribute to input in opset 18
-def test_rowwise_int8_rows_are_independent_and_close_to_fp32(tmp_path, opset):
+@pytest.mark.parametrize("opset, bits", [(14, 7), (18, 7), (18, 8)])  # ReduceMax's axes: an input from opset 18
+def test_rowwise_int8_rows_are_independent_and_close_to_fp32(tmp_path, opset, bits):
     src, embedding, weight = _model(tmp_path, opset)
-    dst = tmp_path / f"int8-{opset}.onnx"
-    counts = quantize_rowwise(src, dst)
+    dst = tmp_path / f"int8-{opset}-{bits}.onnx"
+    counts = quantize_rowwise(src, dst, weight_bits=bits)
     assert counts == {"matmul": 1, "transposed_matmul": 1, "gather": 1}
-    ops = {node.op_type for node in onnx.load(str(dst)).graph.node}
-    assert "MatMulInteger" in ops and "Transpose" not in ops and "MatMul" not in ops
-    assert {i.name for i in onnx.load(str(dst)).graph.initializer}.isdisjoint({"embedding", "weight"})  # float gone
+    written = onnx.load(str(dst))
+    ops = [node.op_type for node in written.graph.node]
+    assert "MatMulIntegerToFloat" in ops and "MatMul" not in ops
+    assert {i.name for i in written.graph.initializer}.isdisjoint({"embedding", "weight"})  # float gone
+    tables = [i for i in written.graph.initializer if sorted(i.dims) == sorted([V, K])]
+    if bits == 8:
+        # the tied lm_head reads the lookup table's int8 rows through a Transpose: the table is stored once
+        assert len(tables) == 1 and ops.count("Transpose") == 1
+    else:
+        assert len(tables) == 2 and "Transpose" not in ops   # 7-bit columns differ from the 8-bit rows
 
     rng = np.random.default_rng(1)
     ids = rng.integers(0, V, size=(3, 5)).astype(np.int64)
@@ -78,3 +87,94 @@ def test_weight_columns_quantize_symmetrically():
     # 7 bits: u8 x s8 pair sums stay inside int16 on CPUs without VNNI (VPMADDUBSW saturates)
     assert q.dtype == np.int8 and q[1, 0] == -63 and q[0, 1] == -63 and q[1, 1] in (31, 32) and np.abs(q).max() <= 63
     assert np.allclose(q * scale, weight, atol=scale.max() / 2)
+    q8, scale8 = quantize_weight_columns(weight, 8)
+    assert q8[1, 0] == -127 and q8[0, 1] == -127 and q8[1, 1] in (63, 64)
+    assert np.allclose(q8 * scale8, weight, atol=scale8.max() / 2)
+
+
+def _biased_matmul(tmp_path):
+    """x -> MatMul(W) -> Add(bias): every projection of a transformer has this shape."""
+    rng = np.random.default_rng(2)
+    weight = (rng.normal(size=(K, N)) * 0.05).astype(np.float32)
+    bias = rng.normal(size=N).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "weight"], ["xw"]), helper.make_node("Add", ["xw", "bias"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", "t", K])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", "t", N])],
+        [numpy_helper.from_array(weight, "weight"), numpy_helper.from_array(bias, "bias")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    src = tmp_path / "biased.onnx"
+    onnx.save(model, str(src))
+    return src
+
+
+@pytest.mark.parametrize("bits", [7, 8])
+def test_the_bias_after_an_int8_matmul_is_added_once_and_unscaled(tmp_path, bits):
+    # onnxruntime 1.32 fuses MatMulInteger -> Cast -> Mul(per-row scale) -> Add(bias) into one op whose
+    # kernel scales the bias with the rows: with activation scales ~1e-3 the bias vanished from every
+    # projection of the reference model. Small activations, a bias of order 1: its loss would show at once.
+    src = _biased_matmul(tmp_path)
+    dst = tmp_path / f"biased-int8-{bits}.onnx"
+    quantize_rowwise(src, dst, weight_bits=bits)
+    x = np.random.default_rng(3).normal(size=(2, 3, K)).astype(np.float32) * 0.01
+    for level in (ort.GraphOptimizationLevel.ORT_ENABLE_ALL, ort.GraphOptimizationLevel.ORT_DISABLE_ALL):
+        options = ort.SessionOptions()
+        options.graph_optimization_level = level
+        (got,) = ort.InferenceSession(str(dst), options, providers=["CPUExecutionProvider"]).run(None, {"x": x})
+        (want,) = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+        assert np.abs(got - want).max() < 1e-3 * np.abs(want).max()
+
+
+def test_the_weight_width_is_recorded_and_checked_against_the_cpu(tmp_path):
+    from mtedge.convert.rowwise_int8 import weight_bits_for_preset
+    from mtedge.engines.rowwise_int8 import Int8SaturationWarning, StaleInt8Warning, check_graph, weight_bits_of
+
+    assert weight_bits_for_preset("avx512_vnni") == 8
+    assert {weight_bits_for_preset(p) for p in ("avx512", "avx2", "arm64")} == {7}
+    src = _biased_matmul(tmp_path)
+    for bits in (7, 8):
+        quantize_rowwise(src, tmp_path / f"{bits}.onnx", weight_bits=bits)
+        metadata = ort.InferenceSession(str(tmp_path / f"{bits}.onnx"),
+                                        providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
+        assert weight_bits_of(metadata) == bits
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            check_graph("rowwise", metadata, {"sse2", "avx2", "avx512bw", "avx512_vnni"})   # VNNI never saturates
+            if bits == 7:
+                check_graph("rowwise", metadata, {"sse2", "avx2"})   # 7 bits are safe everywhere
+        if bits == 8:
+            with pytest.warns(Int8SaturationWarning, match="--onnx-quant-preset avx2"):
+                check_graph("rowwise", metadata, {"sse2", "avx2"})
+    assert weight_bits_of({}) is None
+    # a row-wise graph without the record predates the bias fix; other graphs carry no record at all
+    with pytest.warns(StaleInt8Warning, match="re-export"):
+        check_graph("rowwise", {"mtedge_search_head": "log_softmax_after_bans"}, {"avx512_vnni"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_graph(None, {}, {"sse2", "avx2"})
+        check_graph("dynamic", {}, {"sse2", "avx2"})
+    with pytest.raises(ValueError, match="7 or 8 bits"):
+        quantize_rowwise(src, tmp_path / "x.onnx", weight_bits=4)
+
+
+def test_matmuls_reading_one_activation_quantize_it_once(tmp_path):
+    # q, k and v projections read the same hidden states: one per-row quantization serves all three
+    rng = np.random.default_rng(4)
+    weights = [rng.normal(size=(K, N)).astype(np.float32) for _ in range(3)]
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", f"w{i}"], [f"y{i}"]) for i in range(3)], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", "t", K])],
+        [helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, ["b", "t", N]) for i in range(3)],
+        [numpy_helper.from_array(w, f"w{i}") for i, w in enumerate(weights)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    src, dst = tmp_path / "qkv.onnx", tmp_path / "qkv-int8.onnx"
+    onnx.save(model, str(src))
+    quantize_rowwise(src, dst)
+    ops = [node.op_type for node in onnx.load(str(dst)).graph.node]
+    assert ops.count("MatMulIntegerToFloat") == 3 and ops.count("Abs") == 1 and ops.count("Round") == 1
+    x = rng.normal(size=(2, 3, K)).astype(np.float32)
+    got = ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    for y, w in zip(got, weights):
+        assert np.abs(y - x @ w).max() < 0.03 * np.abs(x @ w).max()

@@ -7,6 +7,8 @@ import platform
 from importlib import metadata
 from pathlib import Path
 
+from mtedge.cpu import mlas_int8_kernel
+
 # The packages whose versions decide the timings (mtedge/DESIGN.md §3 pins them).
 PACKAGES = ["mtedge", "onnxruntime", "ctranslate2", "torch", "transformers", "optimum", "optimum-onnx",
             "numpy", "sentencepiece", "sacrebleu"]
@@ -14,18 +16,6 @@ PACKAGES = ["mtedge", "onnxruntime", "ctranslate2", "torch", "transformers", "op
 # /proc/cpuinfo flag names of the SIMD extensions int8 (and bf16) kernels pick between.
 SIMD_FLAGS = {"AVX2": "avx2", "AVX512": "avx512f", "AVX512-VNNI": "avx512_vnni", "AVX-VNNI": "avx_vnni",
               "AVX512-BF16": "avx512_bf16", "AMX-INT8": "amx_int8", "AMX-BF16": "amx_bf16"}
-
-# onnxruntime's MLAS picks its u8 x s8 GEMM (MatMulInteger, our row-wise int8) by CPUID at start-up, each
-# check overriding the one before (onnxruntime/core/mlas/lib/platform.cpp: AVX2, AVX-VNNI, AVX512 core,
-# AVX512-VNNI, AMX); it does not report the choice, so the report names the kernel these flags select and
-# says it is inferred. Listed best first.
-MLAS_INT8_KERNELS = [("amx_int8", "AMX"), ("avx512_vnni", "AVX512-VNNI"),
-                     ("avx512bw", "AVX512 core (VPMADDUBSW, 16-bit saturating pairs)"), ("avx_vnni", "AVX-VNNI"),
-                     ("avx2", "AVX2 (VPMADDUBSW, 16-bit saturating pairs)")]
-
-
-def mlas_int8_kernel(flags: set[str]) -> str:
-    return next((name for flag, name in MLAS_INT8_KERNELS if flag in flags), "SSE (no AVX2)")
 
 
 def _cpuinfo(path: str = "/proc/cpuinfo") -> tuple[str, set[str]]:

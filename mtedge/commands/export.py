@@ -38,7 +38,9 @@ def _interrupt_on_sigterm(signum, frame):
                    "depend on its batch neighbours; lm_head int8 too). dynamic: onnxruntime's per-tensor dynamic "
                    "quantization (batch-dependent).")
 @click.option("--onnx-quant-preset", type=click.Choice(["avx512_vnni", "avx512", "avx2", "arm64"]),
-              help="Preset of --onnx-int8 dynamic (default: detected from this machine's CPU).")
+              help="The CPU the int8 ONNX graphs are made for (default: this machine's). --onnx-int8 dynamic: "
+                   "optimum's preset; rowwise: 8-bit weights for avx512_vnni (VNNI/AMX kernels do not saturate), "
+                   "7-bit for the others.")
 @click.option("--no-torch", is_flag=True, help="Do not copy the checkpoint for the PyTorch reference engine.")
 @click.option("--validation-file", type=click.Path(dir_okay=False),
               help="TSV (source<TAB>reference) or JSONL dev set (default: a built-in English sample, no references).")

@@ -4,20 +4,10 @@
 from __future__ import annotations
 
 import platform
-from pathlib import Path
+
+from mtedge.cpu import cpu_flags
 
 QUANT_PRESETS = ("avx512_vnni", "avx512", "avx2", "arm64")
-
-
-def cpu_flags() -> set[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith(("flags", "Features")):
-            return set(line.split(":", 1)[1].split())
-    return set()
 
 
 def host_quant_preset() -> str:

@@ -70,8 +70,8 @@ def quantize_onnx(fp32_dir: Path, out_dir: Path, scheme: str, preset: str) -> di
         raise UserError(f"unknown ONNX int8 scheme {scheme!r}; choose from {', '.join(INT8_SCHEMES)}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    options = _quantize_rowwise(fp32_dir, out_dir) if scheme == "rowwise" else _quantize_dynamic(fp32_dir, out_dir,
-                                                                                                 preset)
+    options = _quantize_rowwise(fp32_dir, out_dir, preset) if scheme == "rowwise" else \
+        _quantize_dynamic(fp32_dir, out_dir, preset)
     for name in ONNX_FILES:
         leftovers = float_matmuls_left(out_dir / name)
         if leftovers:
@@ -80,12 +80,15 @@ def quantize_onnx(fp32_dir: Path, out_dir: Path, scheme: str, preset: str) -> di
     return options
 
 
-def _quantize_rowwise(fp32_dir: Path, out_dir: Path) -> dict:
-    from mtedge.convert.rowwise_int8 import quantize_rowwise
+def _quantize_rowwise(fp32_dir: Path, out_dir: Path, preset: str) -> dict:
+    from mtedge.convert.rowwise_int8 import quantize_rowwise, weight_bits_for_preset
 
-    rewritten = {name: quantize_rowwise(Path(fp32_dir) / name, out_dir / name) for name in ONNX_FILES}
-    return {"quantization": "rowwise", "activations": "int8, one scale per row (token), computed at run time",
-            "weights": "int8, one scale per output column", "embeddings": "int8, one scale per row",
+    bits = weight_bits_for_preset(preset)
+    rewritten = {name: quantize_rowwise(Path(fp32_dir) / name, out_dir / name, bits) for name in ONNX_FILES}
+    return {"quantization": "rowwise", "preset": preset,
+            "activations": "int8, one scale per row (token), computed at run time",
+            "weights": f"int8 ({bits}-bit values), one scale per output column", "weight_bits": bits,
+            "embeddings": "int8, one scale per row",
             "batch_invariant": True, "subgraphs": True, "rewritten": rewritten}
 
 

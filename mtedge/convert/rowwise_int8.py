@@ -11,7 +11,15 @@ shared embedding that way, and the ORT quantizer left it float) becomes::
 
     s_a   = max(|A|, over K) / 127                          # [..., 1], per row, never 0
     A_q   = Cast<uint8>(Clip(Round(A / s_a), -127, 127) + 128)     # zero point 128: u8 x s8 kernels
-    Y     = Cast<float>(MatMulInteger(A_q, W_q, 128)) * (s_a * s_w)   # W_q int8, s_w [N] per column
+    Y     = MatMulIntegerToFloat(A_q, W_q, s_a, s_w, 128)   # W_q int8, s_w [N] per column: (A_q - 128)·W_q·s_a·s_w
+
+``MatMulIntegerToFloat`` is onnxruntime's contrib op (domain ``com.microsoft``): one GEMM that writes float.
+The standard-op spelling (MatMulInteger → Cast → Mul by ``s_a·s_w``) is what onnxruntime fuses into it by
+itself, but its fusion also swallows the bias ``Add`` that follows, and with a per-row ``s_a`` the fused
+kernel then scales the bias too (onnxruntime 1.32: ``(A·W + b)·s`` instead of ``A·W·s + b``). Every
+biased projection lost its bias that way — the reference model's encoder output was 14% off (rms) instead
+of 2%, and greedy int8 translations agreed with fp32 on 9% of the Bible dev sentences instead of 61%.
+Written out here without the bias, the op keeps the fast fused GEMM and the model's own ``Add`` stays.
 
 Embedding tables read by ``Gather`` are stored int8 with one scale per row (weight-only; the gathered rows
 are dequantized), which is what shrinks the files. ``If`` subgraphs (the merged decoder's two branches) are
@@ -24,20 +32,32 @@ from pathlib import Path
 
 import numpy as np
 
+from mtedge.engines.rowwise_int8 import METADATA_KEY, SAFE_WEIGHT_BITS
+
 QMAX = 127.0
-# MatMul weights use 7 bits. On x86 CPUs without VNNI (AVX2 only, e.g. the AMD EPYC machines here), MLAS's
-# u8 x s8 kernel sums pairs of products with VPMADDUBSW, which saturates at int16: 255 * 127 * 2 overflows,
-# 255 * 63 * 2 = 32,130 does not. With 8-bit weights one logit of a test layer came out 4.8 off on such a
-# machine (tests/test_rowwise_int8.py; onnxruntime's quantization docs name the same limit, "reduce_range").
-# A bundle is exported once and run anywhere, so the weights are made safe for every kernel.
-WEIGHT_QMAX = 63.0
+# MatMul weights use 8 bits where the exporting CPU's int8 kernel has VNNI or AMX, and 7 bits elsewhere.
+# On x86 CPUs without VNNI, MLAS's u8 x s8 kernel sums pairs of products with VPMADDUBSW, which saturates
+# at int16 (mtedge.cpu): with 8-bit weights one logit of a test layer came out 4.8 off on an AVX2-only AMD
+# EPYC. The 8th bit is worth having where it is safe: on the reference model, greedy int8 agreed with fp32 on
+# 61% of 150 Bible dev sentences with 8-bit weights and on 50% with 7-bit ones (AMD EPYC Zen 4, 2026-12-02).
+# The width is written into the graph (mtedge/engines/rowwise_int8.py) so that the engine can warn on a CPU
+# that saturates.
+FULL_WEIGHT_BITS = 8
+CONTRIB_DOMAIN = "com.microsoft"
 EPS = 1e-12  # scale floor: an all-zero row (a padding position) quantizes to zeros, not NaN
 
 
-def quantize_weight_columns(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric 7-bit-in-int8 per output column of ``weight [K, N]``: (int8 [K, N], fp32 scales [N])."""
-    scale = np.maximum(np.abs(weight).max(axis=0), EPS) / WEIGHT_QMAX
-    return np.clip(np.round(weight / scale), -WEIGHT_QMAX, WEIGHT_QMAX).astype(np.int8), scale.astype(np.float32)
+def weight_bits_for_preset(preset: str) -> int:
+    """8-bit weights only for the preset whose kernel is known not to saturate (``--onnx-quant-preset``;
+    its default is read from the exporting CPU). ARM kernels are unverified here: 7 bits."""
+    return FULL_WEIGHT_BITS if preset == "avx512_vnni" else SAFE_WEIGHT_BITS
+
+
+def quantize_weight_columns(weight: np.ndarray, bits: int = SAFE_WEIGHT_BITS) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric ``bits``-in-int8 per output column of ``weight [K, N]``: (int8 [K, N], fp32 scales [N])."""
+    qmax = float(2 ** (bits - 1) - 1)
+    scale = np.maximum(np.abs(weight).max(axis=0), EPS) / qmax
+    return np.clip(np.round(weight / scale), -qmax, qmax).astype(np.int8), scale.astype(np.float32)
 
 
 def quantize_weight_rows(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -49,12 +69,15 @@ def quantize_weight_rows(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 class _Rewriter:
     """Rewrites one model's graphs in place; constants shared by several nodes are quantized once."""
 
-    def __init__(self, model):
+    def __init__(self, model, weight_bits: int):
         import onnx
 
         self.onnx = onnx
         self.model = model
+        self.weight_bits = weight_bits
         self.done: dict[tuple[str, str], list[str]] = {}
+        self.quantized: dict[tuple[int, str], tuple[str, str]] = {}   # (graph, activation) -> (a_q, scale)
+        self.prelude: dict[int, list] = {}   # graph -> nodes to put first (on constants that graph owns)
         self.counter = 0
         self.counts = {"matmul": 0, "transposed_matmul": 0, "gather": 0}
         self.opset = next((op.version for op in model.opset_import if op.domain in ("", "ai.onnx")), 0)
@@ -89,11 +112,11 @@ class _Rewriter:
                     self._graph(attribute.g, constants, top)
             if node.op_type == "MatMul" and node.input[1] in constants \
                     and len(constants[node.input[1]][0].dims) == 2:
-                new_nodes.extend(self._matmul(node, constants[node.input[1]], transpose=False))
+                new_nodes.extend(self._matmul(graph, node, constants[node.input[1]], transpose=False))
                 self.counts["matmul"] += 1
             elif node.op_type == "MatMul" and node.input[1] in transposed:
                 source = transposed[node.input[1]]
-                new_nodes.extend(self._matmul(node, constants[source], transpose=True))
+                new_nodes.extend(self._matmul(graph, node, constants[source], transpose=True))
                 self.counts["transposed_matmul"] += 1
             elif node.op_type == "Gather" and node.input[0] in constants and _attr(node, "axis", 0) == 0 \
                     and len(constants[node.input[0]][0].dims) == 2 \
@@ -103,7 +126,7 @@ class _Rewriter:
             else:
                 new_nodes.append(node)
         del graph.node[:]
-        graph.node.extend(new_nodes)
+        graph.node.extend(self.prelude.pop(id(graph), []) + new_nodes)
         # Transposes that fed only rewritten MatMuls are dead now; drop them (their float copy costs memory)
         used = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
         used |= _names_used_by_subgraphs(graph, onnx)
@@ -124,45 +147,60 @@ class _Rewriter:
         return self.done[key]
 
     # -- ops ---------------------------------------------------------------------------------------
-    def _matmul(self, node, constant, transpose: bool) -> list:
+    def _matmul(self, graph, node, constant, transpose: bool) -> list:
         from onnx import helper, numpy_helper
 
         tensor, owner = constant
-        weight = numpy_helper.to_array(tensor).astype(np.float32)
-        if transpose:
-            weight = weight.T
-        w_q, w_scale = self._constant((tensor.name, "T" if transpose else "N"),
-                                      lambda: list(zip(("weight", "weight_scale"), quantize_weight_columns(weight))),
-                                      owner)
+        if transpose and self.weight_bits == FULL_WEIGHT_BITS:
+            w_q, w_scale = self._shared_table_transposed(tensor, owner)
+        else:
+            weight = numpy_helper.to_array(tensor).astype(np.float32)
+            if transpose:
+                weight = weight.T
+            w_q, w_scale = self._constant((tensor.name, "T" if transpose else "N"),
+                                          lambda: list(zip(("weight", "weight_scale"),
+                                                           quantize_weight_columns(weight, self.weight_bits))),
+                                          owner)
+        a_q, scale, quantize = self._quantized_rows(graph, node.input[0], node.name or "matmul")
+        _, zero_point = self._shift_and_zero_point()
+        return quantize + [
+            # no bias input: see the module docstring
+            helper.make_node("MatMulIntegerToFloat", [a_q, w_q, scale, w_scale, zero_point], [node.output[0]],
+                             name=node.name, domain=CONTRIB_DOMAIN),
+        ]
+
+    def _shift_and_zero_point(self) -> list[str]:
+        # uint8 with zero point 128: MLAS's fast x86 kernels are u8 x s8 (VNNI, AMX)
+        return self._constant(("shift", ""), lambda: [("shift", np.array(128.0, np.float32)),
+                                                       ("zero_point", np.array(128, np.uint8))], self.model.graph)
+
+    def _quantized_rows(self, graph, a: str, stem: str) -> tuple[str, str, list]:
+        """``(a_q, scale, nodes)``: ``a`` as uint8 with one scale per row, and the nodes that compute them —
+        none when an earlier MatMul of ``graph`` already quantized ``a`` (q, k and v read one input)."""
+        from onnx import helper
+
+        key = (id(graph), a)
+        if key in self.quantized:
+            return (*self.quantized[key], [])
         qmax, eps = self._constant(("qmax", ""), lambda: [("qmax", np.array(QMAX, np.float32)),
                                                            ("eps", np.array(EPS, np.float32))], self.model.graph)
-        lo, hi = self._constant(("clip", ""), lambda: [("lo", np.array(-QMAX, np.float32)),
-                                                        ("hi", np.array(QMAX, np.float32))], self.model.graph)
-        shift, zero_point = self._constant(("shift", ""), lambda: [("shift", np.array(128.0, np.float32)),
-                                                                    ("zero_point", np.array(128, np.uint8))],
-                                           self.model.graph)
-        shifted = self.fresh(f"{node.name or 'matmul'}/shifted")
-        a, y = node.input[0], node.output[0]
-        t = lambda stem: self.fresh(f"{node.name or 'matmul'}/{stem}")  # noqa: E731
-        absolute, row_max, floored, scale, scaled, rounded, clipped, a_q, y_int, y_float, both = (
-            t(n) for n in ("abs", "rowmax", "floor", "scale", "scaled", "round", "clip", "a_q", "y_int", "y_f",
-                           "scales"))
-        return [
+        shift, _ = self._shift_and_zero_point()
+        t = lambda name: self.fresh(f"{stem}/{name}")  # noqa: E731
+        absolute, row_max, floored, scale, scaled, rounded, shifted, a_q = (
+            t(n) for n in ("abs", "rowmax", "floor", "scale", "scaled", "round", "shifted", "a_q"))
+        nodes = [
             helper.make_node("Abs", [a], [absolute]),
             self._reduce_max_last_axis(absolute, row_max),
             helper.make_node("Max", [row_max, eps], [floored]),
             helper.make_node("Div", [floored, qmax], [scale]),
+            # |a / scale| <= 127 by construction: Round cannot leave [-127, 127], so no Clip
             helper.make_node("Div", [a, scale], [scaled]),
             helper.make_node("Round", [scaled], [rounded]),
-            helper.make_node("Clip", [rounded, lo, hi], [clipped]),
-            # shifted to uint8 with zero point 128: MLAS's fast x86 kernels are u8 x s8 (VNNI, AMX)
-            helper.make_node("Add", [clipped, shift], [shifted]),
+            helper.make_node("Add", [rounded, shift], [shifted]),
             helper.make_node("Cast", [shifted], [a_q], to=self.onnx.TensorProto.UINT8),
-            helper.make_node("MatMulInteger", [a_q, w_q, zero_point], [y_int]),
-            helper.make_node("Cast", [y_int], [y_float], to=self.onnx.TensorProto.FLOAT),
-            helper.make_node("Mul", [scale, w_scale], [both]),
-            helper.make_node("Mul", [y_float, both], [y], name=node.name),
         ]
+        self.quantized[key] = (a_q, scale)
+        return a_q, scale, nodes
 
     def _reduce_max_last_axis(self, x: str, out: str):
         from onnx import helper
@@ -172,14 +210,37 @@ class _Rewriter:
             return helper.make_node("ReduceMax", [x, axes], [out], keepdims=1)
         return helper.make_node("ReduceMax", [x], [out], axes=[-1], keepdims=1)
 
-    def _gather(self, node, constant) -> list:
+    def _table_rows(self, tensor, owner) -> list[str]:
+        """The int8 rows and [V, 1] scales of an embedding table, stored once per table."""
+        from onnx import numpy_helper
+
+        return self._constant((tensor.name, "rows"), lambda: list(zip(
+            ("table", "table_scale"), quantize_weight_rows(numpy_helper.to_array(tensor).astype(np.float32)))), owner)
+
+    def _shared_table_transposed(self, tensor, owner) -> tuple[str, str]:
+        """A tied ``lm_head``'s int8 weight read from the embedding's int8 rows (8-bit columns of the
+        transposed table are exactly its 8-bit rows): a Transpose that onnxruntime folds at load, so the
+        file holds the table once (30 MB less at opus-mt's 58k x 512)."""
         from onnx import helper, numpy_helper
 
+        table_q, table_scale = self._table_rows(tensor, owner)
+        key = (tensor.name, "rows_transposed")
+        if key not in self.done:
+            transposed = self.fresh("table_transposed")
+            self.prelude.setdefault(id(owner), []).append(
+                helper.make_node("Transpose", [table_q], [transposed], perm=[1, 0]))
+            (flat,) = self._constant((tensor.name, "row_scale_flat"), lambda: [(
+                "table_scale_flat", quantize_weight_rows(numpy_helper.to_array(tensor).astype(np.float32))[1]
+                .reshape(-1))], owner)
+            self.done[key] = [transposed, flat]
+        transposed, flat = self.done[key]
+        return transposed, flat
+
+    def _gather(self, node, constant) -> list:
+        from onnx import helper
+
         tensor, owner = constant
-        table = numpy_helper.to_array(tensor).astype(np.float32)
-        table_q, table_scale = self._constant((tensor.name, "rows"),
-                                              lambda: list(zip(("table", "table_scale"), quantize_weight_rows(table))),
-                                              owner)
+        table_q, table_scale = self._table_rows(tensor, owner)
         t = lambda stem: self.fresh(f"{node.name or 'gather'}/{stem}")  # noqa: E731
         rows_q, rows_f, row_scales = t("rows_q"), t("rows_f"), t("row_scales")
         return [
@@ -222,13 +283,23 @@ def _drop_unused_initializers(graph, onnx, used: set[str] | None = None) -> None
     graph.initializer.extend(keep)
 
 
-def quantize_rowwise(src: Path, dst: Path) -> dict:
+def quantize_rowwise(src: Path, dst: Path, weight_bits: int = SAFE_WEIGHT_BITS) -> dict:
     """Write the row-wise int8 version of the ONNX model ``src`` to ``dst``; returns what was rewritten."""
+    import json
+
     import onnx
 
+    if weight_bits not in (SAFE_WEIGHT_BITS, FULL_WEIGHT_BITS):
+        raise ValueError(f"row-wise int8 weights use {SAFE_WEIGHT_BITS} or {FULL_WEIGHT_BITS} bits, not {weight_bits}")
     model = onnx.load(str(src))
-    counts = _Rewriter(model).run()
+    counts = _Rewriter(model, weight_bits).run()
     _drop_unused_initializers(model.graph, onnx)
+    if counts["matmul"] or counts["transposed_matmul"]:
+        if not any(opset.domain == CONTRIB_DOMAIN for opset in model.opset_import):
+            model.opset_import.append(onnx.helper.make_opsetid(CONTRIB_DOMAIN, 1))
+    onnx.helper.set_model_props(model, {**{p.key: p.value for p in model.metadata_props},
+                                        METADATA_KEY: json.dumps({"weight_bits": weight_bits, "activation_bits": 8})})
     onnx.checker.check_model(model)
     onnx.save(model, str(dst))
     return counts
+

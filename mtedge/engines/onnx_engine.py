@@ -36,6 +36,7 @@ import numpy as np
 from mtedge.bundle import Bundle, GenerationSettings, corrupt_file
 from mtedge.decoding import TokenRules, decode
 from mtedge.engines.base import Engine
+from mtedge.engines.rowwise_int8 import check_graph
 from mtedge.engines.search_head import BIAS_INPUT, IDS_OUTPUT, K_INPUT, LOG_PROBS_OUTPUT, MODES, head_mode
 from mtedge.types import DecodeOptions, Hypothesis, TargetSpec
 from mtedge.errors import BundleError, UserError
@@ -165,6 +166,8 @@ class OnnxEngine(Engine):
         self.encoder = load_session(self.model_dir / ENCODER_FILE, options, providers)
         self.decoder = load_session(self.model_dir / DECODER_FILE, options, providers)
         self.graph = DecoderGraph(self.decoder, model_shape or {})
+        check_graph(_int8_scheme(self.model_dir), self.decoder.get_modelmeta().custom_metadata_map,
+                    flags=None if device == "cpu" else set())   # on a GPU, no CPU kernel to saturate
         if generation is None:
             generation = Bundle.holding(self.model_dir).generation
         self.rules = TokenRules.from_target(target, forced_eos_id=generation.forced_eos_token_id,
@@ -187,6 +190,15 @@ class OnnxEngine(Engine):
 
     def close(self) -> None:
         self.encoder = self.decoder = None
+
+
+def _int8_scheme(model_dir: Path) -> str | None:
+    """The bundle's record of how ``model_dir``'s graphs were quantized (None: not int8, or no bundle)."""
+    try:
+        record = Bundle.holding(model_dir).engine_record("onnx", model_dir.name)
+    except (BundleError, UserError, KeyError):
+        return None
+    return (record.get("options") or {}).get("quantization")
 
 
 def _warn_unsupported(generation: GenerationSettings) -> None:

@@ -7,7 +7,7 @@ fp32 there. Measured on a 2-core Xeon with AMX: 1.6-2.3x per training step at d2
 
 from __future__ import annotations
 
-from mtedge.convert.host import cpu_flags
+from mtedge.cpu import cpu_flags
 from mtedge.errors import UserError
 
 PRECISIONS = ("fp32", "bf16", "auto")

@@ -1,0 +1,56 @@
+"""The contract between the export's row-wise int8 ONNX graphs and the ONNX engine: the weight width.
+
+The export (``mtedge/convert/rowwise_int8.py``) writes 8-bit weights only where the exporting CPU's int8
+kernel has VNNI or AMX, and records the width in the graph's metadata. A bundle with 8-bit weights run on an
+x86 CPU without them gets a warning (its kernel sums pairs of products in 16 bits and can saturate; see
+:mod:`mtedge.cpu`) that says how to export one that is safe there. Row-wise graphs without the record were
+written before 2026-12-02, in a form whose biases onnxruntime's fusion lost (mtedge/DESIGN.md §4.12): they
+get a warning to re-export.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+from mtedge.cpu import int8_pairs_saturate
+
+METADATA_KEY = "mtedge_rowwise_int8"   # JSON: {"weight_bits": 7 or 8, "activation_bits": 8}
+SAFE_WEIGHT_BITS = 7
+
+
+class Int8SaturationWarning(UserWarning):
+    """8-bit int8 weights on a CPU whose int8 kernel can saturate them."""
+
+
+class StaleInt8Warning(UserWarning):
+    """Row-wise int8 graphs exported before the bias fix (mtedge/DESIGN.md §4.12)."""
+
+
+def weight_bits_of(metadata: dict) -> int | None:
+    """The weight width a row-wise int8 graph was written with (None: not such a graph, or older)."""
+    try:
+        return int(json.loads(metadata[METADATA_KEY])["weight_bits"])
+    except (KeyError, ValueError, TypeError):
+        return None
+
+
+def is_stale(quantization: str | None, metadata: dict) -> bool:
+    """Whether a graph whose manifest record says ``quantization`` is a row-wise one from before the fix."""
+    return quantization == "rowwise" and weight_bits_of(metadata) is None
+
+
+def check_graph(quantization: str | None, metadata: dict, flags: set[str] | None = None) -> None:
+    """Warn about a stale row-wise graph, or one whose weights are wider than this CPU's int8 kernel takes
+    without saturating. ``quantization``: the bundle's record of the graph (None: not int8)."""
+    if is_stale(quantization, metadata):
+        warnings.warn("this bundle's row-wise ONNX int8 was exported before 2026-12-02, in a form whose biases "
+                      "onnxruntime's graph fusion loses (its translations drift from fp32); re-export it with "
+                      "`mtedge export`", StaleInt8Warning, stacklevel=4)
+        return
+    bits = weight_bits_of(metadata)
+    if bits is not None and bits > SAFE_WEIGHT_BITS and int8_pairs_saturate(flags):
+        warnings.warn(f"this bundle's ONNX int8 weights use {bits} bits (exported on a CPU with VNNI); this CPU's "
+                      f"int8 kernel sums pairs in 16 bits and can saturate them. Re-export with "
+                      f"--onnx-quant-preset avx2 for {SAFE_WEIGHT_BITS}-bit weights, or use the ct2 engine",
+                      Int8SaturationWarning, stacklevel=4)
