@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -268,6 +269,16 @@ def test_info_on_a_bundle(tiny_marian_bundle, capsys):
     assert "signatures    nrefs:1|" in out and "sha256 checked" in out
     # the fixture keeps HF's default early_stopping=False: info says where ct2's beam search differs
     assert "early_stopping False" in out and "ct2 beam search stops like HF early_stopping=True" in out
+    assert re.search(r"row-wise int8, [78]-bit weights \(preset \w+\)", out)
+
+
+def test_info_flags_a_row_wise_int8_from_before_the_bias_fix(tiny_marian_bundle, tmp_path, capsys):
+    bundle = shutil.copytree(tiny_marian_bundle, tmp_path / "old")
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    del manifest["engines"]["onnx"]["int8"]["options"]["weight_bits"]   # what such a bundle's record lacks
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    code, out, _ = run_cli(capsys, "info", bundle)
+    assert code == 0 and "exported before 2026-12-02" in out and "re-export" in out
 
 
 def test_info_names_a_broken_file(tiny_marian_bundle, tmp_path, capsys):

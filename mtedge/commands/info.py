@@ -37,6 +37,15 @@ def _validation_line(record: dict | None) -> str:
     return "; ".join(parts)
 
 
+def _int8_scheme_line(options: dict) -> str | None:
+    if options.get("quantization") != "rowwise":
+        return None
+    if "weight_bits" not in options:   # mtedge/DESIGN.md §4.12
+        return ("row-wise int8 exported before 2026-12-02: onnxruntime's fusion drops its biases; "
+                "re-export with `mtedge export`")
+    return f"row-wise int8, {options['weight_bits']}-bit weights (preset {options.get('preset', '?')})"
+
+
 def describe_bundle(path: Path, deep: bool) -> tuple[list[str], list[str]]:
     from mtedge.bundle import Bundle
 
@@ -70,6 +79,8 @@ def describe_bundle(path: Path, deep: bool) -> tuple[list[str], list[str]]:
             record = m["engines"][engine][precision]
             size = sum(f["size"] for f in record.get("files", {}).values())
             lines.append(f"  {engine:<5} {precision:<13} {_mb(size):>10}   {_validation_line(record.get('validation'))}")
+            if scheme := _int8_scheme_line(record.get("options") or {}):
+                lines.append(f"  {'':<5} {'':<13} {'':>10}   {scheme}")
             signature = signature or ((record.get("validation") or {}).get("greedy") or {}).get("signature")
     ref = m.get("validation_reference")
     if ref:
