@@ -25,6 +25,8 @@
 # train.sh --init-from benchmarks/reference_model/model, resumed twice with MAX_STEPS=6000 and then 5500 (the
 # decay re-sized each time: lr 3.3e-4 -> 4.2e-4 near step 2,500, 2.5e-4 -> 2.1e-4 at step 3,916), 5,500 steps on
 # top of v2's 7,400; bf16 autocast (this AMD EPYC has AVX512-BF16).
+# v4 continued v3 the same way: LEARNING_RATE=5e-4 WARMUP_STEPS=200 MAX_STEPS=5500 ... --init-from, resumed with
+# MAX_STEPS=3800 near step 1,000 and 5000 near step 1,600 (to fit the session): 5,000 steps on top of v3's 12,900.
 # - webui dev/test sources are excluded from training: the webui score is the out-of-domain figure, and
 #   UI strings shared by catalogs (Save, Cancel, ...) would otherwise be seen in training.
 set -euo pipefail
