@@ -279,6 +279,11 @@ def test_info_flags_a_row_wise_int8_from_before_the_bias_fix(tiny_marian_bundle,
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     code, out, _ = run_cli(capsys, "info", bundle)
     assert code == 0 and "exported before 2026-12-02" in out and "re-export" in out
+    from mtedge import Translator
+    from mtedge.engines.rowwise_int8 import StaleInt8Warning
+
+    with pytest.warns(StaleInt8Warning, match="re-export"):
+        Translator(str(bundle), engine="onnx", precision="int8")
 
 
 def test_info_names_a_broken_file(tiny_marian_bundle, tmp_path, capsys):

@@ -134,26 +134,27 @@ def test_the_weight_width_is_recorded_and_checked_against_the_cpu(tmp_path):
     assert {weight_bits_for_preset(p) for p in ("avx512", "avx2", "arm64")} == {7}
     src = _biased_matmul(tmp_path)
     for bits in (7, 8):
+        record = {"quantization": "rowwise", "weight_bits": bits}   # the manifest's record of the export
         quantize_rowwise(src, tmp_path / f"{bits}.onnx", weight_bits=bits)
         metadata = ort.InferenceSession(str(tmp_path / f"{bits}.onnx"),
                                         providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
         assert weight_bits_of(metadata) == bits
         with warnings.catch_warnings():
             warnings.simplefilter("error")
-            check_graph("rowwise", metadata, {"sse2", "avx2", "avx512bw", "avx512_vnni"})   # VNNI never saturates
+            check_graph(record, metadata, {"sse2", "avx2", "avx512bw", "avx512_vnni"})   # VNNI never saturates
             if bits == 7:
-                check_graph("rowwise", metadata, {"sse2", "avx2"})   # 7 bits are safe everywhere
+                check_graph(record, metadata, {"sse2", "avx2"})   # 7 bits are safe everywhere
         if bits == 8:
             with pytest.warns(Int8SaturationWarning, match="--onnx-quant-preset avx2"):
-                check_graph("rowwise", metadata, {"sse2", "avx2"})
+                check_graph(record, metadata, {"sse2", "avx2"})
     assert weight_bits_of({}) is None
     # a row-wise graph without the record predates the bias fix; other graphs carry no record at all
     with pytest.warns(StaleInt8Warning, match="re-export"):
-        check_graph("rowwise", {"mtedge_search_head": "log_softmax_after_bans"}, {"avx512_vnni"})
+        check_graph({"quantization": "rowwise"}, {"mtedge_search_head": "log_softmax_after_bans"}, {"avx512_vnni"})
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        check_graph(None, {}, {"sse2", "avx2"})
-        check_graph("dynamic", {}, {"sse2", "avx2"})
+        check_graph({}, {}, {"sse2", "avx2"})
+        check_graph({"quantization": "dynamic"}, {}, {"sse2", "avx2"})
     with pytest.raises(ValueError, match="7 or 8 bits"):
         quantize_rowwise(src, tmp_path / "x.onnx", weight_bits=4)
 

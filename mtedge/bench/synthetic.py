@@ -107,27 +107,16 @@ def synthetic_bundle(name: str, work_dir: Path) -> Path:
     """The cached bundle of synthetic model ``name`` under ``work_dir``, built on first use."""
     from mtedge.bench.exporting import export_for_bench
     from mtedge.bundle import Bundle
+    from mtedge.engines.rowwise_int8 import is_stale
 
     root = Path(work_dir) / "synthetic" / name
     bundle_dir = root / "bundle"
     if Bundle.is_bundle_dir(bundle_dir):
-        if not _stale_int8(Bundle.open(bundle_dir)):
+        int8 = Bundle.open(bundle_dir).manifest["engines"].get("onnx", {}).get("int8") or {}
+        if not is_stale(int8.get("options") or {}):
             return bundle_dir
         shutil.rmtree(bundle_dir)   # exported before a fix of the int8 graphs: timing it would mislead
     checkpoint = root / "checkpoint"
     if not (checkpoint / "model.safetensors").exists():
         build_synthetic_checkpoint(name, checkpoint)
     return export_for_bench(checkpoint, bundle_dir, synthetic=True, name=f"synthetic-{name}")
-
-
-def _stale_int8(bundle) -> bool:
-    """Whether the bundle's ONNX int8 is row-wise from before the bias fix (mtedge/DESIGN.md §4.12)."""
-    import onnx
-
-    from mtedge.engines.rowwise_int8 import is_stale
-
-    record = bundle.manifest["engines"].get("onnx", {}).get("int8")
-    if record is None:
-        return False
-    graph = onnx.load(str(bundle.path / record["dir"] / "decoder_model_merged.onnx"), load_external_data=False)
-    return is_stale((record.get("options") or {}).get("quantization"), {p.key: p.value for p in graph.metadata_props})

@@ -229,9 +229,9 @@ class _Rewriter:
             transposed = self.fresh("table_transposed")
             self.prelude.setdefault(id(owner), []).append(
                 helper.make_node("Transpose", [table_q], [transposed], perm=[1, 0]))
-            (flat,) = self._constant((tensor.name, "row_scale_flat"), lambda: [(
-                "table_scale_flat", quantize_weight_rows(numpy_helper.to_array(tensor).astype(np.float32))[1]
-                .reshape(-1))], owner)
+            stored = next(i for i in owner.initializer if i.name == table_scale)   # [V, 1] -> [V]: per column
+            (flat,) = self._constant((tensor.name, "row_scale_flat"),
+                                     lambda: [("table_scale_flat", numpy_helper.to_array(stored).reshape(-1))], owner)
             self.done[key] = [transposed, flat]
         transposed, flat = self.done[key]
         return transposed, flat
@@ -302,4 +302,3 @@ def quantize_rowwise(src: Path, dst: Path, weight_bits: int = SAFE_WEIGHT_BITS) 
     onnx.checker.check_model(model)
     onnx.save(model, str(dst))
     return counts
-

@@ -166,10 +166,11 @@ class OnnxEngine(Engine):
         self.encoder = load_session(self.model_dir / ENCODER_FILE, options, providers)
         self.decoder = load_session(self.model_dir / DECODER_FILE, options, providers)
         self.graph = DecoderGraph(self.decoder, model_shape or {})
-        check_graph(_int8_scheme(self.model_dir), self.decoder.get_modelmeta().custom_metadata_map,
+        bundle = _bundle_of(self.model_dir)
+        check_graph(_precision_options(bundle, self.model_dir), self.decoder.get_modelmeta().custom_metadata_map,
                     flags=None if device == "cpu" else set())   # on a GPU, no CPU kernel to saturate
         if generation is None:
-            generation = Bundle.holding(self.model_dir).generation
+            generation = (bundle or Bundle.holding(self.model_dir)).generation   # no bundle: its error
         self.rules = TokenRules.from_target(target, forced_eos_id=generation.forced_eos_token_id,
                                             renormalize=generation.renormalize_logits)
         _warn_unsupported(generation)
@@ -192,13 +193,19 @@ class OnnxEngine(Engine):
         self.encoder = self.decoder = None
 
 
-def _int8_scheme(model_dir: Path) -> str | None:
-    """The bundle's record of how ``model_dir``'s graphs were quantized (None: not int8, or no bundle)."""
+def _bundle_of(model_dir: Path) -> Bundle | None:
     try:
-        record = Bundle.holding(model_dir).engine_record("onnx", model_dir.name)
-    except (BundleError, UserError, KeyError):
+        return Bundle.holding(model_dir)
+    except (BundleError, UserError):
         return None
-    return (record.get("options") or {}).get("quantization")
+
+
+def _precision_options(bundle: Bundle | None, model_dir: Path) -> dict:
+    """The bundle's record of how ``model_dir``'s graphs were made (empty: no bundle, or not recorded)."""
+    try:
+        return bundle.engine_record("onnx", model_dir.name).get("options") or {} if bundle else {}
+    except BundleError:
+        return {}
 
 
 def _warn_unsupported(generation: GenerationSettings) -> None:

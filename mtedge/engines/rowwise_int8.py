@@ -35,15 +35,16 @@ def weight_bits_of(metadata: dict) -> int | None:
         return None
 
 
-def is_stale(quantization: str | None, metadata: dict) -> bool:
-    """Whether a graph whose manifest record says ``quantization`` is a row-wise one from before the fix."""
-    return quantization == "rowwise" and weight_bits_of(metadata) is None
+def is_stale(options: dict) -> bool:
+    """Whether the bundle's record of a precision (its ``options``) is a row-wise int8 from before the fix:
+    the export records ``weight_bits`` since the fix, in the manifest as in the graph."""
+    return options.get("quantization") == "rowwise" and "weight_bits" not in options
 
 
-def check_graph(quantization: str | None, metadata: dict, flags: set[str] | None = None) -> None:
+def check_graph(options: dict, metadata: dict, flags: set[str] | None = None) -> None:
     """Warn about a stale row-wise graph, or one whose weights are wider than this CPU's int8 kernel takes
-    without saturating. ``quantization``: the bundle's record of the graph (None: not int8)."""
-    if is_stale(quantization, metadata):
+    without saturating. ``options``: the bundle's record of the precision; ``metadata``: the graph's."""
+    if is_stale(options):
         warnings.warn("this bundle's row-wise ONNX int8 was exported before 2026-12-02, in a form whose biases "
                       "onnxruntime's graph fusion loses (its translations drift from fp32); re-export it with "
                       "`mtedge export`", StaleInt8Warning, stacklevel=4)
