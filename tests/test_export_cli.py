@@ -270,6 +270,7 @@ def test_info_on_a_bundle(tiny_marian_bundle, capsys):
     # the fixture keeps HF's default early_stopping=False: info says where ct2's beam search differs
     assert "early_stopping False" in out and "ct2 beam search stops like HF early_stopping=True" in out
     assert re.search(r"row-wise int8, [78]-bit weights \(preset \w+\)", out)
+    assert out.count("decoder: lean") == 2   # Marian: the lean decoder in fp32 and the int8 made from it
 
 
 def test_info_flags_a_row_wise_int8_from_before_the_bias_fix(tiny_marian_bundle, tmp_path, capsys):

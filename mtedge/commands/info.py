@@ -81,8 +81,10 @@ def describe_bundle(path: Path, deep: bool) -> tuple[list[str], list[str]]:
             record = m["engines"][engine][precision]
             size = sum(f["size"] for f in record.get("files", {}).values())
             lines.append(f"  {engine:<5} {precision:<13} {_mb(size):>10}   {_validation_line(record.get('validation'))}")
-            if scheme := _int8_scheme_line(record.get("options") or {}):
-                lines.append(f"  {'':<5} {'':<13} {'':>10}   {scheme}")
+            options = record.get("options") or {}
+            for detail in (_int8_scheme_line(options), options.get("decoder") and f"decoder: {options['decoder']}"):
+                if detail:
+                    lines.append(f"  {'':<5} {'':<13} {'':>10}   {detail}")
             signature = signature or ((record.get("validation") or {}).get("greedy") or {}).get("signature")
     ref = m.get("validation_reference")
     if ref:

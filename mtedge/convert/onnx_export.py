@@ -19,6 +19,9 @@ from mtedge.errors import UserError
 
 ONNX_FILES = ("encoder_model.onnx", "decoder_model_merged.onnx")
 TASK = "text2text-generation-with-past"
+# --onnx-decoder: "auto" writes the lean decoder (mtedge/convert/lean_decoder.py) where the family allows,
+# "optimum" keeps optimum's traced one everywhere
+DECODERS = ("auto", "optimum")
 
 
 def _keep_only(directory: Path, keep: tuple[str, ...]) -> None:
@@ -31,10 +34,15 @@ def _keep_only(directory: Path, keep: tuple[str, ...]) -> None:
 
 
 def export_onnx(model_dir: Path, out_dir: Path, family_optimum_type: str, dtype: str = "fp32", *,
-                renormalize: bool = False) -> dict:
+                renormalize: bool = False, decoder: str = "auto") -> dict:
     """Export ``model_dir`` to ``out_dir`` (encoder_model.onnx + decoder_model_merged.onnx with the search
-    head; ``renormalize``: the checkpoint's ``renormalize_logits``)."""
+    head; ``renormalize``: the checkpoint's ``renormalize_logits``; ``decoder``: one of :data:`DECODERS`)."""
     from optimum.exporters.onnx import main_export
+
+    from mtedge.convert import lean_decoder
+
+    if decoder not in DECODERS:
+        raise UserError(f"unknown ONNX decoder {decoder!r}; choose from {', '.join(DECODERS)}")
 
     out_dir = Path(out_dir)
     device = "cuda" if dtype == "fp16" else "cpu"
@@ -46,10 +54,20 @@ def export_onnx(model_dir: Path, out_dir: Path, family_optimum_type: str, dtype:
     if missing:
         raise RuntimeError(f"optimum did not write {', '.join(missing)} for this {family_optimum_type} model")
     _keep_only(out_dir, ONNX_FILES)
+    options = {"exporter": "optimum main_export", "task": TASK, "dtype": dtype, "device": device}
+    # the lean graph is written in fp32 only; fp16 (CUDA) keeps optimum's
+    reason = "--onnx-decoder optimum" if decoder == "optimum" else \
+        "fp16 is traced by optimum" if dtype != "fp32" else lean_decoder.unsupported_reason(model_dir)
+    if reason is None:
+        for stale in out_dir.glob("decoder_model_merged.onnx?*"):   # optimum's side file of the traced graph
+            stale.unlink()
+        options.update(lean_decoder.build_marian_decoder(model_dir, out_dir / "decoder_model_merged.onnx"))
+    else:
+        options["decoder"] = f"optimum (traced; lean decoder not used: {reason})"
     # int8 graphs are made from this one and keep the head
     append_search_head(out_dir / "decoder_model_merged.onnx", renormalize)
-    return {"exporter": "optimum main_export", "task": TASK, "dtype": dtype, "device": device,
-            "search_head": "bans, top-k and log-softmax in the decoder graph (mtedge/convert/search_head.py)"}
+    options["search_head"] = "bans, top-k and log-softmax in the decoder graph (mtedge/convert/search_head.py)"
+    return options
 
 
 def quantization_config(preset: str):

@@ -113,7 +113,7 @@ def export_bundle(model_dir: str | Path, out_dir: str | Path, *, engines=ENGINES
                   include_torch: bool = True, force: bool = False, validate: bool = True,
                   validation_file: str | Path | None = None, validation_pairs=None, validate_n: int = 200,
                   max_bleu_drop: float | None = None, onnx_quant_preset: str | None = None,
-                  onnx_int8: str = "rowwise",
+                  onnx_int8: str = "rowwise", onnx_decoder: str = "auto",
                   strict_pad: bool = False, source_lang: str | None = None, target_lang: str | None = None,
                   threads: int | None = None, name: str | None = None, log=_stderr) -> Path:
     """Export ``model_dir`` into the bundle ``out_dir``; returns ``out_dir``.
@@ -138,6 +138,8 @@ def export_bundle(model_dir: str | Path, out_dir: str | Path, *, engines=ENGINES
         raise UserError(f"unknown ONNX quantization preset {preset!r}; choose from {', '.join(host.QUANT_PRESETS)}")
     if onnx_int8 not in onnx_export.INT8_SCHEMES:
         raise UserError(f"unknown ONNX int8 scheme {onnx_int8!r}; choose from {', '.join(onnx_export.INT8_SCHEMES)}")
+    if onnx_decoder not in onnx_export.DECODERS:
+        raise UserError(f"unknown ONNX decoder {onnx_decoder!r}; choose from {', '.join(onnx_export.DECODERS)}")
     vset = None
     if validate:
         vset = validation.pairs_set(list(validation_pairs)[:validate_n], "given pairs") if validation_pairs \
@@ -148,7 +150,7 @@ def export_bundle(model_dir: str | Path, out_dir: str | Path, *, engines=ENGINES
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
     try:
         manifest = _build(source, staging, name or target.name, onnx_precisions, ct2_precisions, include_torch,
-                          preset, onnx_int8, strict_pad, source_lang, target_lang, log)
+                          preset, onnx_int8, onnx_decoder, strict_pad, source_lang, target_lang, log)
         if validate:
             _validate(source, staging, manifest, vset, threads, cuda, log)
             validation.check_gate({(e, p): rec["validation"] for e, precs in manifest["engines"].items()
@@ -162,7 +164,8 @@ def export_bundle(model_dir: str | Path, out_dir: str | Path, *, engines=ENGINES
 
 
 def _build(source, staging: Path, name: str, onnx_precisions, ct2_precisions, include_torch: bool,
-           preset: str, int8_scheme: str, strict_pad: bool, source_lang, target_lang, log) -> dict:
+           preset: str, int8_scheme: str, onnx_decoder: str, strict_pad: bool, source_lang, target_lang,
+           log) -> dict:
     log("[export] tokenizer")
     tok_spec, generation = tokenizer_files.write_tokenizer(source, staging / "tokenizer", source_lang, target_lang)
     engines: dict[str, dict] = {}
@@ -176,16 +179,18 @@ def _build(source, staging: Path, name: str, onnx_precisions, ct2_precisions, in
         need_fp32 = "fp32" in onnx_precisions or "int8" in onnx_precisions
         fp32_dir = onnx_root / ("fp32" if "fp32" in onnx_precisions else ".fp32-for-int8")
         if need_fp32:
-            log("[export] onnx fp32 (optimum, encoder + merged decoder with KV cache)")
-            options = onnx_export.export_onnx(source.path, fp32_dir, source.family.optimum_type, "fp32",
-                                              renormalize=renormalize)
+            log("[export] onnx fp32 (encoder + merged decoder with KV cache)")
+            fp32_options = onnx_export.export_onnx(source.path, fp32_dir, source.family.optimum_type, "fp32",
+                                                   renormalize=renormalize, decoder=onnx_decoder)
+            log(f"[export] onnx decoder: {fp32_options['decoder']}")
             if "fp32" in onnx_precisions:
-                engines["onnx"]["fp32"] = _engine_record(staging, "onnx/fp32", options)
+                engines["onnx"]["fp32"] = _engine_record(staging, "onnx/fp32", fp32_options)
         if "int8" in onnx_precisions:
             log("[export] onnx int8 (row-wise: per-token activation scales, batch-invariant; If-subgraphs included)"
                 if int8_scheme == "rowwise" else
                 f"[export] onnx int8 (onnxruntime dynamic, per-channel, preset {preset}, If-subgraphs included)")
             options = onnx_export.quantize_onnx(fp32_dir, onnx_root / "int8", int8_scheme, preset)
+            options["decoder"] = fp32_options["decoder"]   # the graph it was made from
             engines["onnx"]["int8"] = _engine_record(staging, "onnx/int8", options)
         if "fp32" not in onnx_precisions and fp32_dir.exists():
             shutil.rmtree(fp32_dir)

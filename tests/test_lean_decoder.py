@@ -1,0 +1,121 @@
+"""The lean Marian decoder (mtedge/convert/lean_decoder.py) against optimum's traced one, on the tiny trained
+Marian fixture: the same logits and caches step by step (one token a call, and several: the causal mask
+inside MultiHeadAttention), a fraction of the nodes, and optimum's graph kept for other families."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+ort = pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx")
+
+from mtedge.convert import lean_decoder, onnx_export  # noqa: E402
+
+ATOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def two_decoders(tiny_marian, tmp_path_factory):
+    """``(optimum_dir, lean_dir)``: fp32 ONNX exports of the tiny Marian, each with the search head."""
+    root = tmp_path_factory.mktemp("lean")
+    traced = onnx_export.export_onnx(tiny_marian, root / "optimum", "marian", decoder="optimum")
+    lean = onnx_export.export_onnx(tiny_marian, root / "lean", "marian")
+    assert traced["decoder"].startswith("optimum") and lean["decoder"].startswith("lean")
+    return root / "optimum", root / "lean"
+
+
+def _session(path):
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+class _Decoder:
+    """Drives one merged decoder the way the runtime does (cross K/V kept from the first call)."""
+
+    def __init__(self, directory, config, hidden, mask):
+        self.session = _session(directory / "decoder_model_merged.onnx")
+        self.hidden, self.mask = hidden, mask
+        self.layers = config["decoder_layers"]
+        heads = config["decoder_attention_heads"]
+        empty = np.zeros((hidden.shape[0], heads, 0, config["d_model"] // heads), np.float32)
+        self.past = {f"past_key_values.{i}.{part}.{kv}": empty for i in range(self.layers)
+                     for part in ("decoder", "encoder") for kv in ("key", "value")}
+        self.first = True
+        self.outputs = ["logits"] + [f"present.{i}.{part}.{kv}" for i in range(self.layers)
+                                     for part in ("decoder", "encoder") for kv in ("key", "value")]
+
+    def step(self, tokens):
+        feeds = {"encoder_attention_mask": self.mask, "input_ids": tokens, "use_cache_branch": np.array([not self.first]),
+                 "encoder_hidden_states": self.hidden if self.first else self.hidden[:1, :1]}
+        feeds.update(self.past)
+        results = dict(zip(self.outputs, self.session.run(self.outputs, feeds)))
+        for name, value in results.items():
+            if name != "logits" and (self.first or ".decoder." in name):
+                self.past[name.replace("present", "past_key_values")] = value
+        self.first = False
+        return results
+
+
+def _encoded(tiny_marian, directory):
+    """Encoder states of three sentences of different lengths (padding in the batch)."""
+    config = json.loads((tiny_marian / "config.json").read_text())
+    rng = np.random.default_rng(0)
+    lengths = [7, 3, 5]
+    ids = np.full((3, max(lengths)), config["pad_token_id"], np.int64)
+    for row, length in enumerate(lengths):
+        ids[row, :length - 1] = rng.integers(5, config["vocab_size"] - 1, length - 1)
+        ids[row, length - 1] = config["eos_token_id"]
+    mask = (np.arange(ids.shape[1])[None] < np.array(lengths)[:, None]).astype(np.int64)
+    hidden = _session(directory / "encoder_model.onnx").run(
+        ["last_hidden_state"], {"input_ids": ids, "attention_mask": mask})[0]
+    return config, hidden, mask
+
+
+def test_lean_decoder_matches_optimum_step_by_step(tiny_marian, two_decoders):
+    traced_dir, lean_dir = two_decoders
+    config, hidden, mask = _encoded(tiny_marian, traced_dir)
+    traced, lean = (_Decoder(d, config, hidden, mask) for d in two_decoders)
+    tokens = np.full((3, 1), config["decoder_start_token_id"], np.int64)
+    for _ in range(8):   # greedy, one token a call, as the runtime decodes
+        expected, got = traced.step(tokens), lean.step(tokens)
+        for name in ["logits"] + [n for n in expected if ".decoder." in n]:
+            np.testing.assert_allclose(got[name], expected[name], atol=ATOL, err_msg=name)
+        tokens = expected["logits"][:, -1].argmax(-1)[:, None].astype(np.int64)
+
+
+def test_lean_decoder_matches_optimum_with_several_tokens_a_call(tiny_marian, two_decoders):
+    config, hidden, mask = _encoded(tiny_marian, two_decoders[0])
+    traced, lean = (_Decoder(d, config, hidden, mask) for d in two_decoders)
+    prefix = np.array([[config["decoder_start_token_id"], 5, 9]] * 3, np.int64)
+    for tokens in (prefix, np.array([[11, 6]] * 3, np.int64)):   # a 3-token first call, then 2 with the cache
+        expected, got = traced.step(tokens), lean.step(tokens)
+        np.testing.assert_allclose(got["logits"], expected["logits"], atol=ATOL)
+
+
+def test_lean_decoder_has_a_fraction_of_the_nodes(two_decoders):
+    def branch_sizes(directory):
+        model = onnx.load(str(directory / "decoder_model_merged.onnx"))
+        branch = next(n for n in model.graph.node if n.op_type == "If")
+        return {a.name: len(a.g.node) for a in branch.attribute}
+
+    traced, lean = (branch_sizes(d) for d in two_decoders)
+    assert lean["then_branch"] * 4 < traced["then_branch"], (lean, traced)
+
+
+def test_other_families_keep_optimums_graph(tiny_marian):
+    config = json.loads((tiny_marian / "config.json").read_text())
+    assert lean_decoder.unsupported_reason(tiny_marian) is None
+    assert "t5" in lean_decoder.supports({**config, "model_type": "t5"})
+    assert "activation" in lean_decoder.supports({**config, "activation_function": "gelu_new"})
+
+
+def test_sinusoidal_positions_are_marians():
+    table = lean_decoder.sinusoidal_positions(4, 6)
+    # position 1, feature pairs (0, 1), (2, 3), (4, 5): sin of the even ones first, then cos of the odd ones
+    angles = 1 / np.power(10000, np.array([0, 2, 4]) / 6)
+    np.testing.assert_allclose(table[1], np.concatenate([np.sin(angles), np.cos(angles)]), rtol=1e-6)
+    np.testing.assert_allclose(table[0], [0, 0, 0, 1, 1, 1])
