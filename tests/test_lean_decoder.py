@@ -13,6 +13,7 @@ ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
 from mtedge.convert import lean_decoder, onnx_export  # noqa: E402
+from mtedge.engines.onnx_engine import source_blocks  # noqa: E402
 
 ATOL = 1e-4
 
@@ -94,6 +95,35 @@ def test_lean_decoder_matches_optimum_with_several_tokens_a_call(tiny_marian, tw
     for tokens in (prefix, np.array([[11, 6]] * 3, np.int64)):   # a 3-token first call, then 2 with the cache
         expected, got = traced.step(tokens), lean.step(tokens)
         np.testing.assert_allclose(got["logits"], expected["logits"], atol=ATOL)
+
+
+def test_lean_decoder_attends_per_source_when_rows_come_in_blocks(tiny_marian, two_decoders):
+    """Two beams a sentence: optimum's graph gets the cross cache expanded to one row per beam, the lean one
+    a single row per sentence (what the engine feeds it, CROSS_METADATA); the logits must not differ."""
+    config, hidden, mask = _encoded(tiny_marian, two_decoders[0])
+    traced, lean = (_Decoder(d, config, hidden, mask) for d in two_decoders)
+    start = np.full((3, 1), config["decoder_start_token_id"], np.int64)
+    traced.step(start), lean.step(start)
+    rows = np.repeat(np.arange(3), 2)                       # sentence 0, 0, 1, 1, 2, 2
+    assert list(source_blocks(rows)) == [0, 1, 2]
+    for name in list(traced.past):
+        if ".decoder." in name:
+            traced.past[name], lean.past[name] = traced.past[name][rows], lean.past[name][rows]
+        else:
+            traced.past[name] = traced.past[name][rows]     # the lean graph keeps one copy per sentence
+    traced.mask = mask[rows]
+    tokens = np.array([[5], [9], [5], [11], [6], [7]], np.int64)
+    for _ in range(3):
+        expected, got = traced.step(tokens), lean.step(tokens)
+        np.testing.assert_allclose(got["logits"], expected["logits"], atol=ATOL)
+        tokens = expected["logits"][:, -1].argmax(-1)[:, None].astype(np.int64)
+
+
+def test_source_blocks():
+    assert list(source_blocks(np.array([0, 0, 1, 1, 3, 3]))) == [0, 1, 3]   # a finished sentence left
+    assert list(source_blocks(np.array([4, 5, 6]))) == [4, 5, 6]
+    assert source_blocks(np.array([0, 0, 1])) is None                      # unequal blocks
+    assert source_blocks(np.array([0, 0, 1, 1, 0, 0])) is None             # a sentence in two blocks
 
 
 def test_lean_decoder_has_a_fraction_of_the_nodes(two_decoders):

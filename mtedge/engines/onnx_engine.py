@@ -19,7 +19,9 @@ How the caches are handled:
 - A beam reorder gathers only the self-attention cache rows. The cross-attention cache (and the
   encoder mask) is the same for all beams of a sentence, so it is expanded from the per-source copy
   (``np.take`` by source index) only when the set of live sentences changes — at the first
-  expansion to ``beam_size`` rows and when finished sentences leave — not on every reorder.
+  expansion to ``beam_size`` rows and when finished sentences leave — not on every reorder. A graph
+  whose metadata says ``CROSS_METADATA: per_source`` (mtedge's lean decoder) is not expanded at all
+  while the rows are equal blocks per sentence: it gets one row per live sentence.
 
 The runtime path: numpy + onnxruntime only (no torch, no transformers).
 """
@@ -45,6 +47,10 @@ ENCODER_FILE = "encoder_model.onnx"
 DECODER_FILE = "decoder_model_merged.onnx"
 GRAPH_OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
 _PAST = re.compile(r"^past_key_values\.(\d+)\.(decoder|encoder)\.(key|value)$")
+# Graph metadata of a decoder whose cross-attention takes its keys/values (and the encoder mask) with one row
+# per source sentence when the decoder rows are equal blocks per sentence (mtedge/convert/lean_decoder.py)
+CROSS_METADATA = "mtedge_cross_attention"
+CROSS_PER_SOURCE = "per_source"
 
 
 def _import_onnxruntime():
@@ -125,7 +131,9 @@ class DecoderGraph:
         outputs = {o.name: o for o in session.get_outputs()}
         # bans, top-k and log-softmax inside the graph (mtedge/engines/search_head.py); None for a bundle
         # exported before the head
-        self.search_head = head_mode(outputs, session.get_modelmeta().custom_metadata_map)
+        metadata = session.get_modelmeta().custom_metadata_map
+        self.search_head = head_mode(outputs, metadata)
+        self.cross_per_source = metadata.get(CROSS_METADATA) == CROSS_PER_SOURCE
         self.vocab_size = (_static(outputs["logits"].shape[2], model_shape.get("vocab_size"), "vocab size")
                            if self.search_head else None)
         self.cache_dtype = _numpy_type(inputs["past_key_values.0.decoder.key"].type)
@@ -305,8 +313,13 @@ class OnnxDecoderState:
         return outputs[:first]
 
     def _expand_cross(self, sources: np.ndarray) -> None:
-        self.cross = [self._take(cache, sources) for cache in self.source_cross]
-        self.mask = self.source_mask[sources]
+        blocks = source_blocks(sources) if self.graph.cross_per_source else None
+        if blocks is not None and np.array_equal(blocks, np.arange(len(self.source_cross[0]))):
+            self.cross, self.mask = self.source_cross, self.source_mask   # every sentence still live
+        else:
+            picked = sources if blocks is None else blocks
+            self.cross = [self._take(cache, picked) for cache in self.source_cross]
+            self.mask = self.source_mask[picked]
         self.row_sources = sources
 
     def _run(self, output_names, feeds, session=None):
@@ -319,6 +332,18 @@ class OnnxDecoderState:
         if self.engine.io_runner is not None:
             return self.engine.io_runner.take(array, rows)
         return np.take(array, rows, axis=0)
+
+
+def source_blocks(sources: np.ndarray) -> np.ndarray | None:
+    """The source of each block when ``sources`` (one per decoder row) is equal-length blocks of one source
+    each — the beams of each live sentence, as the beam search orders them — else ``None``."""
+    sources = np.asarray(sources)
+    starts = np.flatnonzero(np.r_[True, sources[1:] != sources[:-1]])
+    size = len(sources) // len(starts)
+    if size * len(starts) != len(sources) or not np.array_equal(starts, np.arange(0, len(sources), size)) \
+            or len(np.unique(sources[starts])) != len(starts):
+        return None
+    return sources[starts]
 
 
 class _GatherBuffers:
