@@ -1,6 +1,7 @@
-"""The lean Marian decoder (mtedge/convert/lean_decoder.py) against optimum's traced one, on the tiny trained
-Marian fixture: the same logits and caches step by step (one token a call, and several: the causal mask
-inside MultiHeadAttention), a fraction of the nodes, and optimum's graph kept for other families."""
+"""The lean decoders (mtedge/convert/lean_decoder.py) against optimum's traced ones, on the tiny trained
+Marian, M2M100 and mBART fixtures: the same logits and caches step by step (one token a call, and several: the
+causal mask inside MultiHeadAttention), per-source cross-attention for blocks of beams, a fraction of the
+nodes, and optimum's graph kept for T5."""
 
 from __future__ import annotations
 
@@ -18,14 +19,18 @@ from mtedge.engines.onnx_engine import source_blocks  # noqa: E402
 ATOL = 1e-4
 
 
-@pytest.fixture(scope="module")
-def two_decoders(tiny_marian, tmp_path_factory):
-    """``(optimum_dir, lean_dir)``: fp32 ONNX exports of the tiny Marian, each with the search head."""
-    root = tmp_path_factory.mktemp("lean")
-    traced = onnx_export.export_onnx(tiny_marian, root / "optimum", "marian", decoder="optimum")
-    lean = onnx_export.export_onnx(tiny_marian, root / "lean", "marian")
+LEAN_FAMILIES = ("marian", "m2m100", "mbart")   # post-LN; pre-LN with fairseq positions; pre-LN, learned
+
+
+@pytest.fixture(scope="module", params=LEAN_FAMILIES)
+def lean_case(request, tiny_models, tmp_path_factory):
+    """``(model_dir, optimum_dir, lean_dir)``: fp32 ONNX exports of a tiny model, each with the search head."""
+    model_dir = tiny_models(request.param)
+    root = tmp_path_factory.mktemp(f"lean-{request.param}")
+    traced = onnx_export.export_onnx(model_dir, root / "optimum", request.param, decoder="optimum")
+    lean = onnx_export.export_onnx(model_dir, root / "lean", request.param)
     assert traced["decoder"].startswith("optimum") and lean["decoder"].startswith("lean")
-    return root / "optimum", root / "lean"
+    return model_dir, root / "optimum", root / "lean"
 
 
 def _session(path):
@@ -61,9 +66,9 @@ class _Decoder:
         return results
 
 
-def _encoded(tiny_marian, directory):
+def _encoded(model_dir, directory):
     """Encoder states of three sentences of different lengths (padding in the batch)."""
-    config = json.loads((tiny_marian / "config.json").read_text())
+    config = json.loads((model_dir / "config.json").read_text())
     rng = np.random.default_rng(0)
     lengths = [7, 3, 5]
     ids = np.full((3, max(lengths)), config["pad_token_id"], np.int64)
@@ -76,9 +81,9 @@ def _encoded(tiny_marian, directory):
     return config, hidden, mask
 
 
-def test_lean_decoder_matches_optimum_step_by_step(tiny_marian, two_decoders):
-    traced_dir, lean_dir = two_decoders
-    config, hidden, mask = _encoded(tiny_marian, traced_dir)
+def test_lean_decoder_matches_optimum_step_by_step(lean_case):
+    model_dir, *two_decoders = lean_case
+    config, hidden, mask = _encoded(model_dir, two_decoders[0])
     traced, lean = (_Decoder(d, config, hidden, mask) for d in two_decoders)
     tokens = np.full((3, 1), config["decoder_start_token_id"], np.int64)
     for _ in range(8):   # greedy, one token a call, as the runtime decodes
@@ -88,8 +93,9 @@ def test_lean_decoder_matches_optimum_step_by_step(tiny_marian, two_decoders):
         tokens = expected["logits"][:, -1].argmax(-1)[:, None].astype(np.int64)
 
 
-def test_lean_decoder_matches_optimum_with_several_tokens_a_call(tiny_marian, two_decoders):
-    config, hidden, mask = _encoded(tiny_marian, two_decoders[0])
+def test_lean_decoder_matches_optimum_with_several_tokens_a_call(lean_case):
+    model_dir, *two_decoders = lean_case
+    config, hidden, mask = _encoded(model_dir, two_decoders[0])
     traced, lean = (_Decoder(d, config, hidden, mask) for d in two_decoders)
     prefix = np.array([[config["decoder_start_token_id"], 5, 9]] * 3, np.int64)
     for tokens in (prefix, np.array([[11, 6]] * 3, np.int64)):   # a 3-token first call, then 2 with the cache
@@ -97,10 +103,11 @@ def test_lean_decoder_matches_optimum_with_several_tokens_a_call(tiny_marian, tw
         np.testing.assert_allclose(got["logits"], expected["logits"], atol=ATOL)
 
 
-def test_lean_decoder_attends_per_source_when_rows_come_in_blocks(tiny_marian, two_decoders):
+def test_lean_decoder_attends_per_source_when_rows_come_in_blocks(lean_case):
     """Two beams a sentence: optimum's graph gets the cross cache expanded to one row per beam, the lean one
     a single row per sentence (what the engine feeds it, CROSS_METADATA); the logits must not differ."""
-    config, hidden, mask = _encoded(tiny_marian, two_decoders[0])
+    model_dir, *two_decoders = lean_case
+    config, hidden, mask = _encoded(model_dir, two_decoders[0])
     traced, lean = (_Decoder(d, config, hidden, mask) for d in two_decoders)
     start = np.full((3, 1), config["decoder_start_token_id"], np.int64)
     traced.step(start), lean.step(start)
@@ -126,7 +133,9 @@ def test_source_blocks():
     assert source_blocks(np.array([0, 0, 1, 1, 0, 0])) is None             # a sentence in two blocks
 
 
-def test_lean_decoder_has_a_fraction_of_the_nodes(two_decoders):
+def test_lean_decoder_has_a_fraction_of_the_nodes(lean_case):
+    _, *two_decoders = lean_case
+
     def branch_sizes(directory):
         model = onnx.load(str(directory / "decoder_model_merged.onnx"))
         branch = next(n for n in model.graph.node if n.op_type == "If")
@@ -136,10 +145,10 @@ def test_lean_decoder_has_a_fraction_of_the_nodes(two_decoders):
     assert lean["then_branch"] * 4 < traced["then_branch"], (lean, traced)
 
 
-def test_other_families_keep_optimums_graph(tiny_marian):
+def test_t5_keeps_optimums_graph(tiny_marian, tiny_t5):
     config = json.loads((tiny_marian / "config.json").read_text())
     assert lean_decoder.unsupported_reason(tiny_marian) is None
-    assert "t5" in lean_decoder.supports({**config, "model_type": "t5"})
+    assert "t5" in lean_decoder.unsupported_reason(tiny_t5)
     assert "activation" in lean_decoder.supports({**config, "activation_function": "gelu_new"})
 
 

@@ -38,8 +38,8 @@ def _interrupt_on_sigterm(signum, frame):
                    "depend on its batch neighbours; lm_head int8 too). dynamic: onnxruntime's per-tensor dynamic "
                    "quantization (batch-dependent).")
 @click.option("--onnx-decoder", default="auto", show_default=True, type=click.Choice(["auto", "optimum"]),
-              help="auto: Marian decoders are written op by op with onnxruntime's fused attention (~140 nodes a "
-                   "step instead of ~1,400; same outputs); other families, and 'optimum', use optimum's traced graph.")
+              help="auto: Marian, M2M100/NLLB and mBART decoders are written op by op with onnxruntime's fused "
+                   "attention (a tenth of the nodes, the same outputs); T5, and 'optimum', use optimum's traced graph.")
 @click.option("--onnx-quant-preset", type=click.Choice(["avx512_vnni", "avx512", "avx2", "arm64"]),
               help="The CPU the int8 ONNX graphs are made for (default: this machine's). --onnx-int8 dynamic: "
                    "optimum's preset; rowwise: 8-bit weights for avx512_vnni (VNNI/AMX kernels do not saturate), "

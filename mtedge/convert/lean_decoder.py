@@ -1,31 +1,33 @@
-"""A lean merged decoder for Marian checkpoints, written op by op instead of traced.
+"""A lean merged decoder for Marian, M2M100/NLLB and mBART checkpoints, written op by op instead of traced.
 
-optimum's traced decoder spends most of a batch-1 step on bookkeeping: ~1,000 nodes per step, of which
-~300 are shape arithmetic (Shape/Gather/Unsqueeze/Concat/Reshape) around every attention and ~100 are the
-split/merge of heads (measured on opus-mt's shape: 5.8 ms per generated token with row-wise int8, of which
-the weight reads are ~2 ms). onnxruntime's own transformer optimizer fuses none of optimum's attention
-patterns (onnxruntime 1.32: only SkipLayerNormalization matched). This module writes the same graph with
-onnxruntime's fused contrib ops instead: ``MultiHeadAttention`` (the KV cache concatenation, the heads and
-the softmax in one node) and ``SkipLayerNormalization`` (residual + bias + LayerNorm), ~25 nodes a layer.
+optimum traces a decoder into ~1,400 nodes a step: shape arithmetic (Shape/Gather/Unsqueeze/Concat/Reshape)
+around every attention and the heads split and merged by hand, and onnxruntime's transformer optimizer fuses
+none of optimum's attention patterns (1.32: only SkipLayerNormalization matched). This module writes the same
+decoder with onnxruntime's fused contrib ops: ``MultiHeadAttention`` (the KV cache concatenation, the heads,
+the causal mask and the softmax in one node) and ``SkipLayerNormalization`` (residual + bias + LayerNorm, and
+for pre-LN layouts the sum the next residual needs), ~25 nodes a layer. T5 (relative position buckets) keeps
+optimum's graph (``supports``).
 
 The graph keeps optimum's merged-decoder contract (input/output names, the ``use_cache_branch`` ``If``), so
 the search head and the row-wise int8 rewrite treat both the same, with one addition the runtime reads from
 the graph's metadata (``CROSS_METADATA``): the cross-attention keys/values and the encoder mask may come with
 one row per *source sentence* instead of one per decoder row, when the rows are that many equal blocks (the
 beams of each sentence, in order). At b32 beam 4 the cross keys/values were the largest read of a step
-(128 rows x 6 layers x 2 x [8, source, 64] floats, ~21 MB a layer at 40 source tokens: 1.1 ms a layer here,
-memory-bound), four times what one copy per sentence reads. Only the Marian family is written (post-LayerNorm, sinusoidal positions, tied or untied lm_head);
-the other families keep optimum's graph (``supports``).
+(128 rows x 6 layers x 2 x [8, source, 64] floats, ~21 MB a layer at 40 source tokens: 1.1 ms a layer on a
+2-vCPU AMD EPYC, memory-bound), four times what one copy per sentence reads.
 
-Read off ``transformers.models.marian.modeling_marian`` (4.57): embeddings scaled by sqrt(d_model) when
-``scale_embedding``, positions ``past .. past + len`` from a non-interleaved sin|cos table, each sublayer
-``LayerNorm(x + sublayer(x))``, logits ``h · Eᵀ + final_logits_bias``. Weights come from the checkpoint's
-safetensors (no torch).
+Each family's layout (``LAYOUTS``) is read off its ``transformers`` modeling file (4.57): embeddings scaled by
+sqrt(d_model) when ``scale_embedding``; positions ``past .. past + len`` (Marian: a non-interleaved sin|cos
+table; mBART: a learned table offset by 2; M2M100: fairseq's sin|cos table indexed pad-aware from
+``padding_idx + 1``); Marian ``LayerNorm(x + sublayer(x))``, the others ``x + sublayer(LayerNorm(x))`` with a
+final LayerNorm (mBART also one after the embeddings); logits ``h · Eᵀ`` (+ ``final_logits_bias`` where the
+checkpoint has one). Weights come from the checkpoint's safetensors (no torch).
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +37,24 @@ from mtedge.engines.onnx_engine import CROSS_METADATA, CROSS_PER_SOURCE
 CONTRIB = "com.microsoft"
 OPSET = 17
 ACTIVATIONS = ("swish", "silu", "gelu", "relu")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What differs between the decoders written here, read off each family's HF modeling file (4.57)."""
+
+    norm_first: bool            # pre-LayerNorm (mBART, M2M100) or post (Marian)
+    positions: str              # "marian": sin|cos table; "m2m100": fairseq's, pad-aware; "learned": table + 2
+    embedding_norm: str | None = None   # a LayerNorm right after embeddings + positions (mBART)
+    final_norm: str | None = None       # a LayerNorm after the last layer (pre-LN families)
+
+
+LAYOUTS = {
+    "marian": Layout(norm_first=False, positions="marian"),
+    "m2m_100": Layout(norm_first=True, positions="m2m100", final_norm="model.decoder.layer_norm"),
+    "mbart": Layout(norm_first=True, positions="learned", embedding_norm="model.decoder.layernorm_embedding",
+                    final_norm="model.decoder.layer_norm"),
+}
 MASK_FILTER = -1e9   # added for padded source positions; finfo.min in HF, the same softmax
 
 
@@ -48,8 +68,8 @@ def unsupported_reason(model_dir: Path) -> str | None:
 
 def supports(config: dict) -> str | None:
     """``None`` when a checkpoint with this ``config.json`` can be written here, else why not."""
-    if config.get("model_type") != "marian":
-        return f"model type {config.get('model_type')!r} (only marian is written by hand)"
+    if config.get("model_type") not in LAYOUTS:
+        return f"model type {config.get('model_type')!r} (written by hand: {', '.join(LAYOUTS)})"
     if config.get("activation_function") not in ACTIVATIONS:
         return f"activation {config.get('activation_function')!r}"
     if config.get("d_model", 0) % config.get("decoder_attention_heads", 1):
@@ -65,6 +85,18 @@ def sinusoidal_positions(n_positions: int, dim: int) -> np.ndarray:
     table = np.empty((n_positions, dim), dtype=np.float64)
     table[:, :sentinel] = np.sin(angle[:, 0::2])
     table[:, sentinel:] = np.cos(angle[:, 1::2])
+    return table.astype(np.float32)
+
+
+def fairseq_positions(n_positions: int, dim: int, padding_idx: int) -> np.ndarray:
+    """M2M100SinusoidalPositionalEmbedding's table: sin then cos of tensor2tensor's frequencies, the pad row 0."""
+    half = dim // 2
+    frequencies = np.exp(np.arange(half, dtype=np.float32) * -(np.log(10000) / (half - 1)))
+    angle = np.arange(n_positions, dtype=np.float32)[:, None] * frequencies[None, :]
+    table = np.concatenate([np.sin(angle), np.cos(angle)], axis=1)
+    if dim % 2:
+        table = np.concatenate([table, np.zeros((n_positions, 1), np.float32)], axis=1)
+    table[padding_idx] = 0
     return table.astype(np.float32)
 
 
@@ -92,6 +124,7 @@ class _Builder:
         self.heads = config["decoder_attention_heads"]
         self.head_dim = self.d // self.heads
         self.layers = config["decoder_layers"]
+        self.layout = LAYOUTS[config["model_type"]]
 
     # -- constants --------------------------------------------------------------------------------
     def const(self, name: str, array: np.ndarray) -> str:
@@ -105,10 +138,12 @@ class _Builder:
         return (self.const(f"{prefix}.weight_t", self.w[f"{prefix}.weight"].T),
                 self.const(f"{prefix}.bias", self.w[f"{prefix}.bias"]))
 
-    def embedding_name(self) -> str:
-        key = "model.decoder.embed_tokens.weight" if "model.decoder.embed_tokens.weight" in self.w \
+    def embedding_key(self) -> str:
+        return "model.decoder.embed_tokens.weight" if "model.decoder.embed_tokens.weight" in self.w \
             else "model.shared.weight"
-        return self.const(key, self.w[key])
+
+    def embedding_name(self) -> str:
+        return self.const(self.embedding_key(), self.w[self.embedding_key()])
 
     # -- one branch -------------------------------------------------------------------------------
     def branch(self, first_step: bool):
@@ -123,19 +158,14 @@ class _Builder:
             nodes.append(h.make_node(op_type, inputs, outputs, domain=domain or None, **attrs))
             return outputs[0] if n_out == 1 else outputs
 
-        config, d = self.config, self.d
-        # positions past .. past + len (past: the self-attention cache's length)
-        past_len = op("Shape", ["past_key_values.0.decoder.key"], start=2, end=3)
-        new_len = op("Shape", ["input_ids"], start=1, end=2)
-        end = op("Add", [past_len, new_len])
-        one = self.const("lean/one", np.array([1], np.int64))
-        positions = op("Range", [op("Squeeze", [past_len]), op("Squeeze", [end]), op("Squeeze", [one])])
-        table = self.const("lean/positions", sinusoidal_positions(config["max_position_embeddings"], d))
+        config, d, layout = self.config, self.d, self.layout
         embedding = self.embedding_name()
         x = op("Gather", [embedding, "input_ids"])
         if config.get("scale_embedding"):
             x = op("Mul", [x, self.const("lean/embed_scale", np.array(np.sqrt(d), np.float32))])
-        x = op("Add", [x, op("Gather", [table, positions])])
+        x = op("Add", [x, self.positions(op)])
+        if layout.embedding_norm:
+            x = op("LayerNormalization", [x, *self.norm_weights(layout.embedding_norm)], axis=-1, epsilon=1e-5)
         mask = op("Cast", ["encoder_attention_mask"], to=self.tp.INT32)
         heads_shape = self.const("lean/heads_shape", np.array([0, 0, self.heads, self.head_dim], np.int64))
         # cross-attention per source sentence: the rows of one source (its beams) come in one block, so their
@@ -146,8 +176,29 @@ class _Builder:
                                       self.const("lean/grouped_tail", np.array([-1, d], np.int64))], axis=0)
         outputs = ["logits"]
         present = {}
+        # x: the residual stream; inp: what the next sublayer reads (x itself post-LN, its LayerNorm pre-LN)
+        inp = op("LayerNormalization", [x, *self.norm_weights("model.decoder.layers.0.self_attn_layer_norm")],
+                 axis=-1, epsilon=1e-5) if layout.norm_first else x
+
+        def after(sublayer_out, bias, layer, norm):
+            """Residual + bias + the LayerNorm that follows the sublayer (post-LN: its own; pre-LN: the next
+            one's), in one node; returns (the next sublayer's input, the residual stream)."""
+            if not layout.norm_first:
+                x = self.skip_norm(op, sublayer_out, residual_of[0], bias, f"model.decoder.layers.{layer}.{norm}")
+                return x, x
+            following = {"self_attn_layer_norm": "encoder_attn_layer_norm", "encoder_attn_layer_norm": "final_layer_norm"}
+            nxt = (f"model.decoder.layers.{layer}.{following[norm]}" if norm in following else
+                   f"model.decoder.layers.{layer + 1}.self_attn_layer_norm" if layer + 1 < self.layers else
+                   layout.final_norm)
+            normed, _, _, summed = op("SkipLayerNormalization", [sublayer_out, residual_of[0],
+                                                                 *self.norm_weights(nxt), bias],
+                                      n_out=4, domain=CONTRIB, epsilon=1e-5)
+            return normed, summed
+
+        residual_of = [x]
         for layer in range(self.layers):
             p = f"model.decoder.layers.{layer}"
+            x = inp
             # self-attention: q, k, v projections, the biases in the op, the cache concatenated inside
             (wq, bq), (wk, bk), (wv, bv) = (self.linear(f"{p}.self_attn.{n}_proj") for n in "qkv")
             qkv_bias = self.const(f"{p}.self_attn.qkv_bias", np.concatenate(
@@ -159,7 +210,7 @@ class _Builder:
                                   num_heads=self.heads, unidirectional=1)
             present[f"present.{layer}.decoder.key"], present[f"present.{layer}.decoder.value"] = key, value
             wo, bo = self.linear(f"{p}.self_attn.out_proj")
-            x = self.skip_norm(op, op("MatMul", [attn, wo]), x, bo, f"{p}.self_attn_layer_norm")
+            x, residual_of[0] = after(op("MatMul", [attn, wo]), bo, layer, "self_attn_layer_norm")
             # cross-attention over the encoder states, K/V [batch, heads, source, head_dim]
             if first_step:
                 (wk, bk), (wv, bv) = self.linear(f"{p}.encoder_attn.k_proj"), self.linear(f"{p}.encoder_attn.v_proj")
@@ -178,15 +229,18 @@ class _Builder:
             attn = op("Reshape", [op("MultiHeadAttention", [q, cross_k, cross_v, "", mask], domain=CONTRIB,
                                      num_heads=self.heads, mask_filter_value=MASK_FILTER), rows_shape])
             wo, bo = self.linear(f"{p}.encoder_attn.out_proj")
-            x = self.skip_norm(op, op("MatMul", [attn, wo]), x, bo, f"{p}.encoder_attn_layer_norm")
+            x, residual_of[0] = after(op("MatMul", [attn, wo]), bo, layer, "encoder_attn_layer_norm")
             # feed-forward
             w1, b1 = self.linear(f"{p}.fc1")
             w2, b2 = self.linear(f"{p}.fc2")
             hidden = self.activation(op, op("Add", [op("MatMul", [x, w1]), b1]))
-            x = self.skip_norm(op, op("MatMul", [hidden, w2]), x, b2, f"{p}.final_layer_norm")
+            inp, residual_of[0] = after(op("MatMul", [hidden, w2]), b2, layer, "final_layer_norm")
+        x = inp
         lm_head = (self.const("lm_head.weight_t", self.w["lm_head.weight"].T) if "lm_head.weight" in self.w
                    and not self._tied() else op("Transpose", [embedding], perm=[1, 0]))
-        logits = op("Add", [op("MatMul", [x, lm_head]), self.const("final_logits_bias", self.w["final_logits_bias"][0])])
+        logits = op("MatMul", [x, lm_head])
+        if "final_logits_bias" in self.w:   # Marian, mBART; M2M100 has none
+            logits = op("Add", [logits, self.const("final_logits_bias", self.w["final_logits_bias"][0])])
         nodes.append(h.make_node("Identity", [logits], ["logits"]))
         for name, value in present.items():
             nodes.append(h.make_node("Identity", [value], [name]))
@@ -196,14 +250,39 @@ class _Builder:
     def _tied(self) -> bool:
         if "lm_head.weight" not in self.w:
             return True
-        embedding = self.w.get("model.decoder.embed_tokens.weight", self.w["model.shared.weight"])
+        embedding = self.w[self.embedding_key()]
         return embedding.shape == self.w["lm_head.weight"].shape and np.array_equal(embedding, self.w["lm_head.weight"])
+
+    def norm_weights(self, norm: str) -> tuple[str, str]:
+        return self.const(f"{norm}.weight", self.w[f"{norm}.weight"]), self.const(f"{norm}.bias", self.w[f"{norm}.bias"])
 
     def skip_norm(self, op, sublayer: str, residual: str, bias: str, norm: str) -> str:
         """``LayerNorm(residual + sublayer + bias)`` in one node."""
-        gamma = self.const(f"{norm}.weight", self.w[f"{norm}.weight"])
-        beta = self.const(f"{norm}.bias", self.w[f"{norm}.bias"])
-        return op("SkipLayerNormalization", [sublayer, residual, gamma, beta, bias], domain=CONTRIB, epsilon=1e-5)
+        return op("SkipLayerNormalization", [sublayer, residual, *self.norm_weights(norm), bias], domain=CONTRIB,
+                  epsilon=1e-5)
+
+    def positions(self, op) -> str:
+        """The position embeddings of the new tokens, which follow the ``past`` cached ones."""
+        config, d, kind = self.config, self.d, self.layout.positions
+        past_len = op("Shape", ["past_key_values.0.decoder.key"], start=2, end=3)
+        if kind == "m2m100":   # fairseq: pads keep position padding_idx, tokens count on from padding_idx + 1
+            pad = config["pad_token_id"]
+            not_pad = op("Cast", [op("Not", [op("Equal", ["input_ids", self.const("lean/pad", np.array(pad, np.int64))])])],
+                         to=self.tp.INT64)
+            counted = op("Add", [op("CumSum", [not_pad, self.const("lean/axis1", np.array(1, np.int64))]), past_len])
+            ids = op("Add", [op("Mul", [counted, not_pad]), self.const("lean/pad", np.array(pad, np.int64))])
+            table = fairseq_positions(config["max_position_embeddings"] + pad + 2, d, pad)
+            return op("Gather", [self.const("lean/positions", table), ids])
+        # rows past .. past + len of the table: one Slice (a Gather of a Range with a constant step is what
+        # onnxruntime 1.32's extended optimizer turns into a Slice itself, wrongly with scalar bounds)
+        start = past_len
+        if kind == "learned":   # MBartLearnedPositionalEmbedding: rows 0 and 1 are never used
+            start = op("Add", [past_len, self.const("lean/two", np.array([2], np.int64))])
+            table = self.const("model.decoder.embed_positions.weight", self.w["model.decoder.embed_positions.weight"])
+        else:
+            table = self.const("lean/positions", sinusoidal_positions(config["max_position_embeddings"], d))
+        end = op("Add", [start, op("Shape", ["input_ids"], start=1, end=2)])
+        return op("Slice", [table, start, end, self.const("lean/axis0", np.array([0], np.int64))])
 
     def activation(self, op, x: str) -> str:
         name = self.config["activation_function"]
@@ -214,8 +293,8 @@ class _Builder:
         return op("Gelu", [x], domain=CONTRIB)   # HF "gelu" is the exact erf form, as is com.microsoft.Gelu
 
 
-def build_marian_decoder(model_dir: Path, out_path: Path) -> dict:
-    """Write ``out_path`` (a merged decoder with optimum's contract) for the Marian checkpoint ``model_dir``."""
+def build_decoder(model_dir: Path, out_path: Path) -> dict:
+    """Write ``out_path`` (a merged decoder with optimum's contract) for the checkpoint ``model_dir``."""
     import onnx
     from onnx import TensorProto, helper
 
@@ -227,7 +306,7 @@ def build_marian_decoder(model_dir: Path, out_path: Path) -> dict:
     first_nodes, output_names = builder.branch(first_step=True)
     next_nodes, _ = builder.branch(first_step=False)
     heads, head_dim, d = builder.heads, builder.head_dim, builder.d
-    vocab = builder.w["final_logits_bias"].shape[-1]
+    vocab = builder.w.get("lm_head.weight", builder.w[builder.embedding_key()]).shape[0]
 
     def value(name, elem, shape):
         return helper.make_tensor_value_info(name, elem, shape)
@@ -253,7 +332,7 @@ def build_marian_decoder(model_dir: Path, out_path: Path) -> dict:
     inputs.append(value("use_cache_branch", TensorProto.BOOL, [1]))
     branch = helper.make_node("If", ["use_cache_branch"], [o.name for o in outputs], then_branch=later,
                               else_branch=first)
-    graph = helper.make_graph([branch], "lean_marian_decoder", inputs, outputs, builder.initializers)
+    graph = helper.make_graph([branch], "lean_decoder", inputs, outputs, builder.initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(CONTRIB, 1)],
                               producer_name="mtedge")
     helper.set_model_props(model, {CROSS_METADATA: CROSS_PER_SOURCE})

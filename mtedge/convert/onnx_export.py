@@ -61,7 +61,7 @@ def export_onnx(model_dir: Path, out_dir: Path, family_optimum_type: str, dtype:
     if reason is None:
         for stale in out_dir.glob("decoder_model_merged.onnx?*"):   # optimum's side file of the traced graph
             stale.unlink()
-        options.update(lean_decoder.build_marian_decoder(model_dir, out_dir / "decoder_model_merged.onnx"))
+        options.update(lean_decoder.build_decoder(model_dir, out_dir / "decoder_model_merged.onnx"))
     else:
         options["decoder"] = f"optimum (traced; lean decoder not used: {reason})"
     # int8 graphs are made from this one and keep the head

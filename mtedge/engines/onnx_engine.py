@@ -314,7 +314,7 @@ class OnnxDecoderState:
 
     def _expand_cross(self, sources: np.ndarray) -> None:
         blocks = source_blocks(sources) if self.graph.cross_per_source else None
-        if blocks is not None and np.array_equal(blocks, np.arange(len(self.source_cross[0]))):
+        if blocks is not None and np.array_equal(blocks, np.arange(len(self.source_mask))):
             self.cross, self.mask = self.source_cross, self.source_mask   # every sentence still live
         else:
             picked = sources if blocks is None else blocks
