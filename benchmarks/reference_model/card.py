@@ -116,13 +116,16 @@ def checkpoint_progress(run: Path) -> dict:
     return {"step": state["step"], "trained_seconds": state["trained_seconds"]}
 
 
-def earlier_training(run: Path) -> dict | None:
+def earlier_training(run: Path, continued_from: Path | None = None) -> dict | None:
     """What the model this run was initialized from (``mtedge pretrain --init-from``) had behind it: its card's
-    steps and hours and its learning curve, read before ``publish`` replaces it (it is usually ``model/``)."""
+    steps and hours and its learning curve, read before ``publish`` replaces it (it is usually ``model/``).
+    ``continued_from``: a directory with that model's card and log, for a run resumed after it published
+    (``model/`` then holds this run's own earlier result, whose steps this run's log already counts)."""
     init_from = json.loads((run / "pretrain_config.json").read_text()).get("init_from")
     if not init_from:
         return None
-    card, log = Path(init_from) / "mtedge_card.json", Path(init_from) / "train_log.jsonl"
+    source = Path(continued_from or init_from)
+    card, log = source / "mtedge_card.json", source / "train_log.jsonl"
     if not (card.is_file() and log.is_file()):
         raise SystemExit(f"{run} continues {init_from}, which has no mtedge_card.json / train_log.jsonl to "
                          f"count its earlier training from")
@@ -278,8 +281,12 @@ def main() -> None:
                         help="averaged: the mean of the last --average snapshots; best: highest dev BLEU; "
                              "checkpoint: the last step")
     parser.add_argument("--average", type=int, default=5, help="How many snapshots to average.")
+    parser.add_argument("--continued-from", type=Path,
+                        help="The card (mtedge_card.json, train_log.jsonl) of the model the run was initialized "
+                             "from, when its --init-from directory now holds a version this run published "
+                             "before it was resumed (default: the run's init_from)")
     args = parser.parse_args()
-    earlier = earlier_training(args.run)
+    earlier = earlier_training(args.run, args.continued_from)
     publish(weights_dir(args.run, args.weights, args.average), args.dest)
     scores = score(args.dest, args.threads)
     samples = translate_samples(args.dest, args.threads)
