@@ -122,7 +122,7 @@ def earlier_training(run: Path, continued_from: Path | None = None) -> dict | No
     ``continued_from``: a directory with that model's card and log, for a run resumed after it published
     (``model/`` then holds this run's own earlier result, whose steps this run's log already counts)."""
     init_from = json.loads((run / "pretrain_config.json").read_text()).get("init_from")
-    if not init_from:
+    if not (init_from or continued_from):   # a resumed run records no init_from: name it with continued_from
         return None
     source = Path(continued_from or init_from)
     card, log = source / "mtedge_card.json", source / "train_log.jsonl"
@@ -130,7 +130,7 @@ def earlier_training(run: Path, continued_from: Path | None = None) -> dict | No
         raise SystemExit(f"{run} continues {init_from}, which has no mtedge_card.json / train_log.jsonl to "
                          f"count its earlier training from")
     record = json.loads(card.read_text())
-    return {"from": init_from, "steps": record["steps_trained"], "seconds": record["train_seconds"],
+    return {"from": init_from or str(source), "steps": record["steps_trained"], "seconds": record["train_seconds"],
             "published_step": record["published_step"],
             "log": [json.loads(line) for line in log.read_text().splitlines() if line.strip()]}
 

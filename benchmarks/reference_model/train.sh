@@ -27,6 +27,8 @@
 # top of v2's 7,400; bf16 autocast (this AMD EPYC has AVX512-BF16).
 # v4 continued v3 the same way: LEARNING_RATE=5e-4 WARMUP_STEPS=200 MAX_STEPS=5500 ... --init-from, resumed with
 # MAX_STEPS=3800 near step 1,000 and 5000 near step 1,600 (to fit the session): 5,000 steps on top of v3's 12,900.
+# v5 resumed v4's run directory (same command as v4, MAX_STEPS=11500, then 9500 near step 6,000): 4,500 more
+# steps, 22,400 in all; published with `card.py --average 3 --continued-from <v3's card>`.
 # - webui dev/test sources are excluded from training: the webui score is the out-of-domain figure, and
 #   UI strings shared by catalogs (Save, Cancel, ...) would otherwise be seen in training.
 set -euo pipefail
