@@ -6,6 +6,7 @@ nodes, and optimum's graph kept for T5."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -158,3 +159,35 @@ def test_sinusoidal_positions_are_marians():
     angles = 1 / np.power(10000, np.array([0, 2, 4]) / 6)
     np.testing.assert_allclose(table[1], np.concatenate([np.sin(angles), np.cos(angles)]), rtol=1e-6)
     np.testing.assert_allclose(table[0], [0, 0, 0, 1, 1, 1])
+
+
+def test_final_logits_bias_is_added_only_when_not_zero(tiny_marian, tmp_path):
+    """HF's final_logits_bias is a zero buffer in a trained checkpoint (the lean graph skips the Add), but a
+    model converted from Marian may fill it: then the lean logits must carry it, as optimum's do."""
+    from safetensors.numpy import load_file, save_file
+
+    def bias_adds(directory):
+        model = onnx.load(str(directory / "decoder_model_merged.onnx"))
+        branch = next(n for n in model.graph.node if n.op_type == "If")
+        return sum(i == "final_logits_bias" for a in branch.attribute for n in a.g.node for i in n.input)
+
+    assert not load_file(str(tiny_marian / "model.safetensors"))["final_logits_bias"].any()
+    onnx_export.export_onnx(tiny_marian, tmp_path / "zero", "marian")
+    assert bias_adds(tmp_path / "zero") == 0
+
+    biased = tmp_path / "biased-model"
+    shutil.copytree(tiny_marian, biased)
+    weights = load_file(str(biased / "model.safetensors"))
+    weights["final_logits_bias"] = np.random.default_rng(1).normal(0, 2, weights["final_logits_bias"].shape
+                                                                   ).astype(np.float32)
+    save_file(weights, str(biased / "model.safetensors"), metadata={"format": "pt"})
+    for decoder in ("optimum", "auto"):
+        onnx_export.export_onnx(biased, tmp_path / decoder, "marian", decoder=decoder)
+    assert bias_adds(tmp_path / "auto") == 2   # one Add in each branch
+    config, hidden, mask = _encoded(biased, tmp_path / "optimum")
+    traced, lean = (_Decoder(tmp_path / d, config, hidden, mask) for d in ("optimum", "auto"))
+    tokens = np.full((3, 1), config["decoder_start_token_id"], np.int64)
+    for _ in range(3):
+        expected, got = traced.step(tokens), lean.step(tokens)
+        np.testing.assert_allclose(got["logits"], expected["logits"], atol=ATOL)
+        tokens = expected["logits"][:, -1].argmax(-1)[:, None].astype(np.int64)
