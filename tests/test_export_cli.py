@@ -273,6 +273,22 @@ def test_info_on_a_bundle(tiny_marian_bundle, capsys):
     assert out.count("decoder: lean") == 2   # Marian: the lean decoder in fp32 and the int8 made from it
 
 
+def test_the_bench_reuses_a_cached_bundle_only_if_this_exporter_wrote_its_graphs(tiny_marian_bundle):
+    from mtedge.bench.synthetic import exported_by_this_version
+    from mtedge.bundle import Bundle
+    from mtedge.convert.onnx_export import GRAPH_REVISION
+
+    manifest = Bundle.open(tiny_marian_bundle).manifest
+    records = manifest["engines"]["onnx"]
+    assert {p: r["options"]["graph_revision"] for p, r in records.items()} == {"fp32": GRAPH_REVISION,
+                                                                                "int8": GRAPH_REVISION}
+    assert exported_by_this_version(manifest)
+    records["int8"]["options"]["graph_revision"] = GRAPH_REVISION - 1
+    assert not exported_by_this_version(manifest)
+    del records["int8"]["options"]["graph_revision"]          # exported before the revision was recorded
+    assert not exported_by_this_version(manifest)
+
+
 def test_info_flags_a_row_wise_int8_from_before_the_bias_fix(tiny_marian_bundle, tmp_path, capsys):
     bundle = shutil.copytree(tiny_marian_bundle, tmp_path / "old")
     manifest = json.loads((bundle / "manifest.json").read_text())

@@ -107,20 +107,25 @@ def synthetic_bundle(name: str, work_dir: Path) -> Path:
     """The cached bundle of synthetic model ``name`` under ``work_dir``, built on first use."""
     from mtedge.bench.exporting import export_for_bench
     from mtedge.bundle import Bundle
-    from mtedge.engines.rowwise_int8 import is_stale
 
     root = Path(work_dir) / "synthetic" / name
     bundle_dir = root / "bundle"
     if Bundle.is_bundle_dir(bundle_dir):
-        onnx = Bundle.open(bundle_dir).manifest["engines"].get("onnx", {})
-        int8 = (onnx.get("int8") or {}).get("options") or {}
-        traced = [r.get("options") or {} for r in onnx.values() if (r.get("options") or {}).get("exporter")]
-        # exported before a fix of the int8 graphs, or before the exporter chose its decoder graph (lean
-        # Marian decoder, 2026-12-02): timing it would time what the exporter no longer writes
-        if not is_stale(int8) and all("decoder" in options for options in traced):
+        if exported_by_this_version(Bundle.open(bundle_dir).manifest):
             return bundle_dir
         shutil.rmtree(bundle_dir)
     checkpoint = root / "checkpoint"
     if not (checkpoint / "model.safetensors").exists():
         build_synthetic_checkpoint(name, checkpoint)
     return export_for_bench(checkpoint, bundle_dir, synthetic=True, name=f"synthetic-{name}")
+
+
+def exported_by_this_version(manifest: dict) -> bool:
+    """False for a cached bundle exported before a fix of the int8 graphs, or by an exporter that wrote other
+    ONNX graphs (``GRAPH_REVISION``): timing it would time what the exporter no longer writes."""
+    from mtedge.convert.onnx_export import GRAPH_REVISION
+    from mtedge.engines.rowwise_int8 import is_stale
+
+    onnx = manifest["engines"].get("onnx", {})
+    options = [record.get("options") or {} for record in onnx.values()]
+    return all(not is_stale(o) and o.get("graph_revision") == GRAPH_REVISION for o in options)

@@ -22,6 +22,9 @@ TASK = "text2text-generation-with-past"
 # --onnx-decoder: "auto" writes the lean decoder (mtedge/convert/lean_decoder.py) where the family allows,
 # "optimum" keeps optimum's traced one everywhere
 DECODERS = ("auto", "optimum")
+# Bumped whenever the written graphs change what they compute or how fast (2: the search head's fused
+# LogSoftmax and no Add of an all-zero final_logits_bias); a benchmark re-exports a cached bundle of another.
+GRAPH_REVISION = 2
 
 
 def _keep_only(directory: Path, keep: tuple[str, ...]) -> None:
@@ -67,6 +70,7 @@ def export_onnx(model_dir: Path, out_dir: Path, family_optimum_type: str, dtype:
     # int8 graphs are made from this one and keep the head
     append_search_head(out_dir / "decoder_model_merged.onnx", renormalize)
     options["search_head"] = "bans, top-k and log-softmax in the decoder graph (mtedge/convert/search_head.py)"
+    options["graph_revision"] = GRAPH_REVISION
     return options
 
 

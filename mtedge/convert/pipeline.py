@@ -191,6 +191,7 @@ def _build(source, staging: Path, name: str, onnx_precisions, ct2_precisions, in
                 f"[export] onnx int8 (onnxruntime dynamic, per-channel, preset {preset}, If-subgraphs included)")
             options = onnx_export.quantize_onnx(fp32_dir, onnx_root / "int8", int8_scheme, preset)
             options["decoder"] = fp32_options["decoder"]   # the graph it was made from
+            options["graph_revision"] = fp32_options["graph_revision"]
             engines["onnx"]["int8"] = _engine_record(staging, "onnx/int8", options)
         if "fp32" not in onnx_precisions and fp32_dir.exists():
             shutil.rmtree(fp32_dir)
