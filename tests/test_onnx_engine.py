@@ -319,3 +319,22 @@ def test_unsupported_generation_settings_are_reported(parity_case):
     case = parity_case("marian")
     with pytest.warns(UserWarning, match="no_repeat_ngram_size=3"):
         case.engine(generation={**case.manifest["generation"], "no_repeat_ngram_size": 3})
+
+
+def test_the_shipped_row_gather_graph_is_the_one_its_source_builds():
+    from mtedge.engines.row_gather import GRAPH_FILE, build_graph
+
+    assert GRAPH_FILE.read_bytes() == build_graph(), "regenerate: GRAPH_FILE.write_bytes(build_graph())"
+
+
+def test_row_gather_takes_rows_like_numpy():
+    from mtedge.engines.row_gather import RowGather
+
+    gather = RowGather()
+    rng = np.random.default_rng(0)
+    cache = rng.normal(size=(6, 2, 5, 4)).astype(np.float32)
+    for rows in ([5, 0, 0, 3], [1], list(range(6))[::-1] * 2):
+        rows = np.array(rows, np.int64)
+        np.testing.assert_array_equal(gather.take(cache, rows), cache[rows])
+    mask = rng.integers(0, 2, size=(6, 7))       # not a float32 cache: numpy's take
+    np.testing.assert_array_equal(gather.take(mask, np.array([2, 2])), mask[[2, 2]])

@@ -39,6 +39,7 @@ from mtedge.bundle import Bundle, GenerationSettings, corrupt_file
 from mtedge.decoding import TokenRules, decode
 from mtedge.engines.base import Engine
 from mtedge.engines.rowwise_int8 import check_graph
+from mtedge.engines.row_gather import RowGather
 from mtedge.engines.search_head import BIAS_INPUT, IDS_OUTPUT, K_INPUT, LOG_PROBS_OUTPUT, MODES, head_mode
 from mtedge.types import DecodeOptions, Hypothesis, TargetSpec
 from mtedge.errors import BundleError, UserError
@@ -184,6 +185,7 @@ class OnnxEngine(Engine):
         _warn_unsupported(generation)
         # CUDA: IO binding keeps the caches on the GPU (None: plain numpy runs on CPU)
         self.io_runner = IOBindingRunner("cuda") if device == "cuda" else None
+        self.row_gather = RowGather() if self.io_runner is None else None   # the beam reorder on CPU
 
     def translate_ids(self, batch: list[list[int]], options: DecodeOptions) -> list[list[Hypothesis]]:
         if not batch:
@@ -249,7 +251,6 @@ class OnnxDecoderState:
         self.row_sources: np.ndarray | None = None
         self.use_cache = np.array([True])
         self.hidden_placeholder = np.zeros((1, 1, self.graph.hidden_size), dtype=self.graph.hidden_dtype)
-        self.gather_buffers = _GatherBuffers()
 
     # -- StepModel --------------------------------------------------------------------------
     def logits(self, tokens: np.ndarray) -> np.ndarray:
@@ -271,11 +272,7 @@ class OnnxDecoderState:
     def select(self, rows: np.ndarray, sources: np.ndarray) -> None:
         rows = np.asarray(rows, dtype=np.int64)
         if not (rows.size == len(self.row_sources) and np.array_equal(rows, np.arange(rows.size))):
-            if self.engine.io_runner is not None:
-                self.self_cache = [self.engine.io_runner.take(cache, rows) for cache in self.self_cache]
-            else:
-                self.self_cache = [self.gather_buffers.take(slot, cache, rows)
-                                   for slot, cache in enumerate(self.self_cache)]
+            self.self_cache = [self._take(cache, rows) for cache in self.self_cache]
         if not np.array_equal(sources, self.row_sources):
             self._expand_cross(np.asarray(sources, dtype=np.int64))
 
@@ -331,7 +328,7 @@ class OnnxDecoderState:
     def _take(self, array, rows: np.ndarray):
         if self.engine.io_runner is not None:
             return self.engine.io_runner.take(array, rows)
-        return np.take(array, rows, axis=0)
+        return self.engine.row_gather.take(array, rows)
 
 
 def source_blocks(sources: np.ndarray) -> np.ndarray | None:
@@ -344,31 +341,6 @@ def source_blocks(sources: np.ndarray) -> np.ndarray | None:
             or len(np.unique(sources[starts])) != len(starts):
         return None
     return sources[starts]
-
-
-class _GatherBuffers:
-    """Reused destinations for the per-step self-attention cache gathers.
-
-    A fresh [rows, heads, past, head_dim] array per layer per step costs page faults; gathering into
-    a kept buffer (grown with headroom as ``past`` grows) is ~1.6x faster. The buffer is an ONNX
-    Runtime *input* for the next step only, and each gather reads ORT's new *output*, so one buffer
-    per cache tensor suffices (``np.may_share_memory`` guards the case of two selects in a row).
-    """
-
-    def __init__(self):
-        self.buffers: dict[int, np.ndarray] = {}
-
-    def take(self, slot: int, source: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        shape = (rows.size,) + source.shape[1:]
-        size = int(np.prod(shape))
-        buffer = self.buffers.get(slot)
-        if buffer is None or buffer.size < size or buffer.dtype != source.dtype:
-            buffer = self.buffers[slot] = np.empty(size + size // 4, dtype=source.dtype)
-        elif np.may_share_memory(buffer, source):
-            return np.take(source, rows, axis=0)
-        out = buffer[:size].reshape(shape)
-        # mode="clip": with out=, the default mode="raise" buffers the whole result (numpy docs)
-        return np.take(source, rows, axis=0, out=out, mode="clip")
 
 
 def search_head_serves(engine: OnnxEngine, renormalize: bool) -> bool:
