@@ -338,3 +338,12 @@ def test_row_gather_takes_rows_like_numpy():
         np.testing.assert_array_equal(gather.take(cache, rows), cache[rows])
     mask = rng.integers(0, 2, size=(6, 7))       # not a float32 cache: numpy's take
     np.testing.assert_array_equal(gather.take(mask, np.array([2, 2])), mask[[2, 2]])
+
+
+def test_the_encoder_session_sleeps_when_idle_and_the_decoder_spins(parity_case):
+    """The encoder runs once before the decoder's steps; its spinning threads would hold the decoder's cores."""
+    engine = parity_case("marian").engine()
+    key = "session.intra_op.allow_spinning"
+    assert engine.encoder.get_session_options().get_session_config_entry(key) == "0"
+    with pytest.raises(Exception, match="does not have configuration"):   # onnxruntime's default: spin
+        engine.decoder.get_session_options().get_session_config_entry(key)
