@@ -29,6 +29,7 @@
 # MAX_STEPS=3800 near step 1,000 and 5000 near step 1,600 (to fit the session): 5,000 steps on top of v3's 12,900.
 # v5 resumed v4's run directory (same command as v4, MAX_STEPS=11500, then 9500 near step 6,000): 4,500 more
 # steps, 22,400 in all; published with `card.py --average 3 --continued-from <v3's card>`.
+# v6 resumed v5's run directory the same way (MAX_STEPS=14000 MAX_HOURS=1.75): 4,500 more steps, 26,900 in all.
 # - webui dev/test sources are excluded from training: the webui score is the out-of-domain figure, and
 #   UI strings shared by catalogs (Save, Cancel, ...) would otherwise be seen in training.
 set -euo pipefail
