@@ -30,6 +30,7 @@
 # v5 resumed v4's run directory (same command as v4, MAX_STEPS=11500, then 9500 near step 6,000): 4,500 more
 # steps, 22,400 in all; published with `card.py --average 3 --continued-from <v3's card>`.
 # v6 resumed v5's run directory the same way (MAX_STEPS=14000 MAX_HOURS=1.75): 4,500 more steps, 26,900 in all.
+# v7 resumed v6's the same way (MAX_STEPS=18500 MAX_HOURS=1.5): 4,500 more steps, 31,400 in all.
 # - webui dev/test sources are excluded from training: the webui score is the out-of-domain figure, and
 #   UI strings shared by catalogs (Save, Cancel, ...) would otherwise be seen in training.
 set -euo pipefail
