@@ -22,7 +22,8 @@ MANIFEST_NAME = "manifest.json"
 
 # Precision names per engine, in the order they are listed to users.
 PRECISIONS = {
-    "onnx": ("fp32", "int8", "fp16"),
+    # int8_latency: int8's weights with the decoder written for one sentence at a time (mtedge/convert/rowwise_int8.py)
+    "onnx": ("fp32", "int8", "int8_latency", "fp16"),
     "ct2": ("float32", "int8", "int8_float32", "int16", "float16", "int8_float16", "bfloat16"),
     "torch": ("fp32",),
 }

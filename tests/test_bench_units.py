@@ -339,3 +339,7 @@ def test_run_time_estimate_prices_each_call_kind_from_the_quick_run():
     assert estimate_row(row, quick, target, 1.0) == pytest.approx(0.9 + 5.4 + 16.0)
     assert estimate_row(row, quick, target, 2.0) == pytest.approx(0.9 + 2 * (5.4 + 16.0))
     assert estimate_row({"name": "y", "error": "not in bundle: ..."}, quick, target, 1.0) is None
+    # a 10 s minimum window: the 6.4 s pass is timed twice anyway; a 20 s window takes 4 passes (25.6 s)
+    assert estimate_row(row, quick, dict(target, throughput_min_s=10.0), 1.0) == pytest.approx(0.9 + 5.4 + 16.0)
+    assert estimate_row(row, quick, dict(target, throughput_min_s=20.0), 1.0) == pytest.approx(
+        0.9 + 5.4 + 3.2 + 4 * 6.4)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import shutil
@@ -196,7 +197,7 @@ def test_missing_model_and_weights(tiny_t5, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--onnx-precisions", "int4"], "unknown onnx precision(s) int4; choose from fp32, int8, fp16"),
+    (["--onnx-precisions", "int4"], "unknown onnx precision(s) int4; choose from fp32, int8, int8_latency, fp16"),
     (["--ct2-precisions", "float8"], "unknown ct2 precision(s) float8"),
     (["--engines", "tflite"], "unknown engine(s) tflite; choose from onnx, ct2"),
     (["--no-validate", "--max-bleu-drop", "1"], "--max-bleu-drop needs validation"),
@@ -282,6 +283,8 @@ def test_the_bench_reuses_a_cached_bundle_only_if_this_exporter_wrote_its_graphs
     records = manifest["engines"]["onnx"]
     assert {p: r["options"]["graph_revision"] for p, r in records.items()} == {"fp32": GRAPH_REVISION,
                                                                                 "int8": GRAPH_REVISION}
+    assert not exported_by_this_version(manifest)             # the bench also exports int8_latency
+    records["int8_latency"] = copy.deepcopy(records["int8"])
     assert exported_by_this_version(manifest)
     records["int8"]["options"]["graph_revision"] = GRAPH_REVISION - 1
     assert not exported_by_this_version(manifest)

@@ -4,6 +4,7 @@ are quantized, and the error stays within int8 rounding."""
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import numpy as np
@@ -124,6 +125,36 @@ def test_the_bias_after_an_int8_matmul_is_added_once_and_unscaled(tmp_path, bits
         (got,) = ort.InferenceSession(str(dst), options, providers=["CPUExecutionProvider"]).run(None, {"x": x})
         (want,) = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"]).run(None, {"x": x})
         assert np.abs(got - want).max() < 1e-3 * np.abs(want).max()
+
+
+@pytest.mark.parametrize("bits", [7, 8])
+def test_the_one_row_kernel_computes_what_the_gemm_graph_computes(tmp_path, bits):
+    # int8_latency's decoder: the same int8 weights and per-row activation scales, for MatMulNBits
+    src, _, _ = _model(tmp_path, 18)
+    gemm, gemv = tmp_path / "gemm.onnx", tmp_path / "gemv.onnx"
+    quantize_rowwise(src, gemm, weight_bits=bits)
+    assert quantize_rowwise(src, gemv, weight_bits=bits, kernel="gemv") == {
+        "matmul": 1, "transposed_matmul": 1, "gather": 1}
+    written = onnx.load(str(gemv))
+    ops = [node.op_type for node in written.graph.node]
+    assert ops.count("MatMulNBits") == 2 and not {"MatMul", "MatMulIntegerToFloat", "Transpose"} & set(ops)
+    blocks = [i for i in written.graph.initializer if i.data_type == TensorProto.UINT8]
+    # 8-bit: the tied lm_head's blocks are the lookup table itself, stored once
+    assert sorted(tuple(i.dims) for i in blocks) == (
+        [(N, 1, K), (V, 1, K)] if bits == 8 else [(N, 1, K), (V, 1, K), (V, 1, K)])
+    assert json.loads({p.key: p.value for p in written.metadata_props}["mtedge_rowwise_int8"])["kernel"] == "gemv"
+
+    rng = np.random.default_rng(2)
+    ids = rng.integers(0, V, size=(3, 5)).astype(np.int64)
+    x = rng.normal(size=(3, 5, K)).astype(np.float32)
+    x[1] *= 1000.0
+    x[2, 4] = 0.0
+    for got, want in zip(_run(gemv, ids, x), _run(gemm, ids, x)):
+        assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+    alone = _run(gemv, ids[:1], x[:1])
+    assert all(np.array_equal(batched[:1], one) for batched, one in zip(_run(gemv, ids, x), alone))
+    with pytest.raises(ValueError, match="gemm, gemv"):
+        quantize_rowwise(src, tmp_path / "x.onnx", kernel="gemx")
 
 
 def test_the_weight_width_is_recorded_and_checked_against_the_cpu(tmp_path):

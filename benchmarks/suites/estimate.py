@@ -1,12 +1,13 @@
 """How long would a full ``mtedge bench`` take? Extrapolated from a (quick) run's report.json.
 
     .venv/bin/python -m benchmarks.suites.estimate QUICK/report.json [--sentences 256] [--latency-sentences 20]
-        [--repeats 3] [--warmup 2] [--throughput-repeats 2] [--length-scale 1.0]
+        [--repeats 3] [--warmup 2] [--throughput-repeats 2] [--throughput-min-seconds 3] [--length-scale 1.0]
 
 Per configuration, from that run's raw numbers: the worker's fixed cost (process start, imports, load,
 first translation: its wall time minus the timed calls) + the calls the target protocol makes, each
 priced at the mean of the measured calls of its kind (batch-1 greedy, batch-1 beam 4, and one sentence
-of a batch-32 beam-4 pass). ``--length-scale`` multiplies the decoding calls, e.g. 32/24 when the full
+of a batch-32 beam-4 pass); timed passes repeat until the minimum window is timed, as the worker does.
+``--length-scale`` multiplies the decoding calls, e.g. 32/24 when the full
 run forces 32 target tokens where the quick one forced 24 (decoding time grows about linearly with the
 output length; the encoder's share makes this slightly pessimistic). The parent's own work (export,
 scoring, plots) is not included: a few seconds for a bundle, minutes for a first --synthetic export.
@@ -16,7 +17,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
+
+from mtedge.bench.worker import MAX_THROUGHPUT_PASSES
 
 
 def _mean(values: list[float]) -> float:
@@ -35,13 +39,16 @@ def estimate_row(row: dict, quick: dict, target: dict, length_scale: float) -> f
     quick_warmup = min(quick["warmup"], quick["latency_sentences"])
     quick_calls = ((quick_warmup + len(greedy)) * _mean(greedy) / 1000
                    + (quick_warmup + len(beam)) * _mean(beam) / 1000
-                   + (min(quick["batch_size"], n) + quick["throughput_repeats"] * n) * per_sentence_tp)
+                   + (min(quick["batch_size"], n) + len(passes) * n) * per_sentence_tp)
     fixed = max(0.0, raw["worker_wall_s"] - quick_calls)
     calls = min(target["warmup"], target["latency_sentences"]) + target["latency_sentences"] * target["repeats"]
     full_calls = (calls * (_mean(greedy) + _mean(beam)) / 1000
-                  + (min(quick["batch_size"], target["sentences"]) + target["throughput_repeats"] * target["sentences"])
-                  * per_sentence_tp)
-    return fixed + full_calls * length_scale
+                  + min(quick["batch_size"], target["sentences"]) * per_sentence_tp) * length_scale
+    pass_s = target["sentences"] * per_sentence_tp * length_scale
+    window = target.get("throughput_min_s") or 0.0
+    timed_passes = max(target["throughput_repeats"],
+                       min(MAX_THROUGHPUT_PASSES, math.ceil(window / pass_s) if pass_s else 0))
+    return fixed + full_calls + timed_passes * pass_s
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -52,12 +59,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--throughput-repeats", type=int, default=2)
+    parser.add_argument("--throughput-min-seconds", type=float, default=3.0)
     parser.add_argument("--length-scale", type=float, default=1.0)
     args = parser.parse_args(argv)
     report = json.loads(args.report.read_text(encoding="utf-8"))
     quick = report["settings"]
     target = {"sentences": args.sentences, "latency_sentences": args.latency_sentences, "repeats": args.repeats,
-              "warmup": args.warmup, "throughput_repeats": args.throughput_repeats}
+              "warmup": args.warmup, "throughput_repeats": args.throughput_repeats,
+              "throughput_min_s": args.throughput_min_seconds}
     total = 0.0
     for row in report["results"]:
         seconds = estimate_row(row, quick, target, args.length_scale)

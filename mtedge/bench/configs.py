@@ -30,6 +30,8 @@ REFERENCE_CONFIG = "hf-torch-fp32"
 _CPU = [
     BenchConfig("onnx-fp32", "mtedge", "onnx", "fp32"),
     BenchConfig("onnx-int8", "mtedge", "onnx", "int8"),
+    # the same int8 weights with the decoder written for one sentence at a time (interactive use)
+    BenchConfig("onnx-int8-latency", "mtedge", "onnx", "int8_latency"),
     BenchConfig("ct2-float32", "mtedge", "ct2", "float32"),
     BenchConfig("ct2-int8", "mtedge", "ct2", "int8"),
     BenchConfig("ct2-int16", "mtedge", "ct2", "int16"),

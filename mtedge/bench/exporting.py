@@ -19,6 +19,7 @@ def _checkpoint_key(model_dir: Path) -> str:
     return h.hexdigest()[:12]
 
 
+BENCH_ONNX_PRECISIONS = ("fp32", "int8", "int8_latency")
 BENCH_CT2_PRECISIONS = ("float32", "int8", "int16")
 
 
@@ -38,7 +39,7 @@ def export_for_bench(model_dir: Path, bundle_dir: Path, synthetic: bool = False,
     # an unsupported precision would fail the export's validation (the whole bundle); left out, its
     # row says why instead (harness.prepare_spec)
     supported = ct2_cpu_compute_types()
-    kwargs = dict(onnx_precisions=["fp32", "int8"],
+    kwargs = dict(onnx_precisions=list(BENCH_ONNX_PRECISIONS),
                   ct2_precisions=[p for p in BENCH_CT2_PRECISIONS if p in supported], include_torch=True,
                   name=name)
     if synthetic:

@@ -173,7 +173,7 @@ def render_markdown(report: dict) -> str:
         f"- **test set**: {report['test_set']['origin']}, {report['test_set']['n_sentences']} sentences, "
         f"references: {'yes' if report['test_set']['has_references'] else 'no'}",
         f"- **protocol**: throughput at batch {s['batch_size']}, beam {s['beam_size']}, length_penalty "
-        f"{s['length_penalty']:g}, median of {s['throughput_repeats']} pass(es) after a warm-up batch; latency "
+        f"{s['length_penalty']:g}, median of {_passes(s)} after a warm-up batch; latency "
         f"at batch 1 (greedy and beam 4) over {s['latency_sentences']} sentences x {s['repeats']} repeats "
         f"after {s['warmup']} warm-up call(s); max_length {s['max_length']} tokens incl. </s>"
         + (" (forced: min = max)" if s["forced_length"] else ""),
@@ -223,6 +223,12 @@ _RUNTIME_LABELS = {"ct2_compute_type": "CTranslate2 compute type", "ct2_device":
 def _runtime_text(runtime: dict) -> str:
     return "; ".join(f"{_RUNTIME_LABELS.get(key, key)} {', '.join(value) if isinstance(value, list) else value}"
                      for key, value in runtime.items())
+
+
+def _passes(settings: dict) -> str:
+    minimum = settings.get("throughput_min_s") or 0   # absent from reports recorded before the window existed
+    passes = f"{settings['throughput_repeats']} pass(es)"
+    return f"{passes} or more, until {minimum:g} s are timed," if minimum else passes
 
 
 def _rounds_line(rounds: int) -> str:

@@ -121,11 +121,14 @@ def synthetic_bundle(name: str, work_dir: Path) -> Path:
 
 
 def exported_by_this_version(manifest: dict) -> bool:
-    """False for a cached bundle exported before a fix of the int8 graphs, or by an exporter that wrote other
-    ONNX graphs (``GRAPH_REVISION``): timing it would time what the exporter no longer writes."""
+    """False for a cached bundle exported before a fix of the int8 graphs, by an exporter that wrote other
+    ONNX graphs (``GRAPH_REVISION``), or without an ONNX precision the bench now exports: timing it would
+    time what the exporter no longer writes, or leave a row empty."""
+    from mtedge.bench.exporting import BENCH_ONNX_PRECISIONS
     from mtedge.convert.onnx_export import GRAPH_REVISION
     from mtedge.engines.rowwise_int8 import is_stale
 
     onnx = manifest["engines"].get("onnx", {})
     options = [record.get("options") or {} for record in onnx.values()]
-    return all(not is_stale(o) and o.get("graph_revision") == GRAPH_REVISION for o in options)
+    return set(BENCH_ONNX_PRECISIONS) <= set(onnx) and all(
+        not is_stale(o) and o.get("graph_revision") == GRAPH_REVISION for o in options)

@@ -20,6 +20,8 @@ import time
 FAIL_ENV = "MTEDGE_BENCH_FAIL"   # comma-separated config names that raise after loading
 # Stacks whose import alone costs hundreds of MB: recorded per worker, so a report shows that an
 # mtedge row's peak memory holds no torch (mtedge/DESIGN.md §2).
+# a tiny model's pass can take milliseconds: the minimum timed window (Protocol.throughput_min_s) stops here
+MAX_THROUGHPUT_PASSES = 100
 HEAVY_STACKS = ("torch", "transformers", "optimum")
 
 
@@ -82,7 +84,9 @@ def measure(spec: dict) -> dict:
     batches = [sources[i: i + batch] for i in range(0, len(sources), batch)]
     runner.translate(batches[0], beam, max_length, forced, proto["length_penalty"])  # warm-up
     pass_seconds, outputs, counts = [], [], []
-    for _ in range(proto["throughput_repeats"]):
+    min_s = proto.get("throughput_min_s") or 0.0
+    while len(pass_seconds) < proto["throughput_repeats"] or (
+            sum(pass_seconds) < min_s and len(pass_seconds) < MAX_THROUGHPUT_PASSES):
         outputs, counts, start = [], [], time.perf_counter()
         for chunk in batches:
             outputs.extend(runner.translate(chunk, beam, max_length, forced, proto["length_penalty"]))

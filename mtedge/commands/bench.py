@@ -27,6 +27,8 @@ import click
 @click.option("--repeats", type=int, help="Repeats of each latency sentence (default 3, quick 2).")
 @click.option("--throughput-repeats", type=int,
               help="Timed passes over the --sentences at batch 32 (default 2, quick 1; the median counts).")
+@click.option("--throughput-min-seconds", "throughput_min_s", type=float,
+              help="More passes until this many seconds are timed (default 3, quick 0): short passes are noisy.")
 @click.option("--rounds", type=int,
               help="Interleaved rounds: every configuration once per round, each in a fresh process "
                    "(default 3, quick 1); figures are medians over rounds, ratios come with their spread.")
@@ -39,7 +41,7 @@ import click
 @click.option("--timeout", "timeout_s", type=float, help="Seconds one configuration may take.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def command(model, test_file, synthetic, configs, threads, out_dir, work_dir, quick, sentences, latency_sentences,
-            repeats, throughput_repeats, rounds, max_length, max_memory_mb, timeout_s, no_progress):
+            repeats, throughput_repeats, throughput_min_s, rounds, max_length, max_memory_mb, timeout_s, no_progress):
     """Benchmark MODEL (a bundle, or an HF checkpoint dir exported first) on --test FILE,
     or a --synthetic model; writes report.json, report.md and plots to --out."""
     from mtedge.bench.api import bench
@@ -47,7 +49,7 @@ def command(model, test_file, synthetic, configs, threads, out_dir, work_dir, qu
     report = bench(model, test_file=test_file, synthetic=synthetic, configs=configs, threads=threads,
                    out_dir=Path(out_dir), work_dir=Path(work_dir), quick=quick, sentences=sentences,
                    latency_sentences=latency_sentences, repeats=repeats, throughput_repeats=throughput_repeats,
-                   rounds=rounds, max_length=max_length, max_memory_mb=list(max_memory_mb),
+                   throughput_min_s=throughput_min_s, rounds=rounds, max_length=max_length, max_memory_mb=list(max_memory_mb),
                    timeout_s=timeout_s, progress=not no_progress)
     from mtedge.bench.report import markdown_table, targets_table
 

@@ -30,7 +30,9 @@ def _interrupt_on_sigterm(signum, frame):
               help="Bundle directory to write (default: export/<model dir name>/).")
 @click.option("--engines", default="onnx,ct2", show_default=True, help="Comma-separated: onnx, ct2.")
 @click.option("--onnx-precisions", default="fp32,int8", show_default=True,
-              help="Comma-separated: fp32, int8, fp16 (fp16 needs a CUDA GPU).")
+              help="Comma-separated: fp32, int8, int8_latency, fp16 (fp16 needs a CUDA GPU). int8_latency: "
+                   "int8 with the decoder written for one sentence at a time (interactive use): faster at "
+                   "batch 1, slower on batches.")
 @click.option("--ct2-precisions", default="float32,int8", show_default=True,
               help="Comma-separated: float32, int8, int8_float32, int16; GPU types float16, int8_float16, bfloat16.")
 @click.option("--onnx-int8", default="rowwise", show_default=True, type=click.Choice(["rowwise", "dynamic"]),

@@ -40,12 +40,16 @@ def _validation_line(record: dict | None) -> str:
 def _int8_scheme_line(options: dict) -> str | None:
     if options.get("quantization") != "rowwise":
         return None
+    from mtedge.engines.onnx_engine import DECODER_FILE
     from mtedge.engines.rowwise_int8 import is_stale
 
     if is_stale(options):   # mtedge/DESIGN.md §4.12
         return ("row-wise int8 exported before 2026-12-02: onnxruntime's fusion drops its biases; "
                 "re-export with `mtedge export`")
-    return f"row-wise int8, {options['weight_bits']}-bit weights (preset {options.get('preset', '?')})"
+    line = f"row-wise int8, {options['weight_bits']}-bit weights (preset {options.get('preset', '?')})"
+    if (options.get("kernels") or {}).get(DECODER_FILE) == "gemv":
+        line += ", decoder for one sentence at a time (MatMulNBits)"
+    return line
 
 
 def describe_bundle(path: Path, deep: bool) -> tuple[list[str], list[str]]:

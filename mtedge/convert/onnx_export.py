@@ -5,6 +5,7 @@ Two int8 schemes (``--onnx-int8``):
   translation does not depend on its batch neighbours; the tied ``lm_head`` and the embeddings are int8 too.
 - ``dynamic``: onnxruntime's dynamic quantization as optimum's ``ORTQuantizer`` applies it (one activation
   scale per tensor: batch-dependent results; the ``lm_head`` stays float). Kept for comparison.
+The ``int8_latency`` precision is ``rowwise`` with the decoder written for onnxruntime's one-row kernel.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from pathlib import Path
 
 from mtedge.convert.quiet import quiet_libraries
 from mtedge.convert.search_head import append_search_head
+from mtedge.engines.onnx_engine import DECODER_FILE, ENCODER_FILE
 from mtedge.errors import UserError
 
-ONNX_FILES = ("encoder_model.onnx", "decoder_model_merged.onnx")
+ONNX_FILES = (ENCODER_FILE, DECODER_FILE)
 TASK = "text2text-generation-with-past"
 # --onnx-decoder: "auto" writes the lean decoder (mtedge/convert/lean_decoder.py) where the family allows,
 # "optimum" keeps optimum's traced one everywhere
@@ -64,11 +66,11 @@ def export_onnx(model_dir: Path, out_dir: Path, family_optimum_type: str, dtype:
     if reason is None:
         for stale in out_dir.glob("decoder_model_merged.onnx?*"):   # optimum's side file of the traced graph
             stale.unlink()
-        options.update(lean_decoder.build_decoder(model_dir, out_dir / "decoder_model_merged.onnx"))
+        options.update(lean_decoder.build_decoder(model_dir, out_dir / DECODER_FILE))
     else:
         options["decoder"] = f"optimum (traced; lean decoder not used: {reason})"
     # int8 graphs are made from this one and keep the head
-    append_search_head(out_dir / "decoder_model_merged.onnx", renormalize)
+    append_search_head(out_dir / DECODER_FILE, renormalize)
     options["search_head"] = "bans, top-k and log-softmax in the decoder graph (mtedge/convert/search_head.py)"
     options["graph_revision"] = GRAPH_REVISION
     return options
@@ -86,13 +88,14 @@ def quantization_config(preset: str):
 INT8_SCHEMES = ("rowwise", "dynamic")
 
 
-def quantize_onnx(fp32_dir: Path, out_dir: Path, scheme: str, preset: str) -> dict:
-    """int8 of every graph of ``fp32_dir`` into ``out_dir`` (same file names) by ``scheme``."""
+def quantize_onnx(fp32_dir: Path, out_dir: Path, scheme: str, preset: str, decoder_kernel: str = "gemm") -> dict:
+    """int8 of every graph of ``fp32_dir`` into ``out_dir`` (same file names) by ``scheme``; ``decoder_kernel``
+    (row-wise only): ``gemv`` writes the decoder for one sentence at a time (the ``int8_latency`` precision)."""
     if scheme not in INT8_SCHEMES:
         raise UserError(f"unknown ONNX int8 scheme {scheme!r}; choose from {', '.join(INT8_SCHEMES)}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    options = _quantize_rowwise(fp32_dir, out_dir, preset) if scheme == "rowwise" else \
+    options = _quantize_rowwise(fp32_dir, out_dir, preset, decoder_kernel) if scheme == "rowwise" else \
         _quantize_dynamic(fp32_dir, out_dir, preset)
     for name in ONNX_FILES:
         leftovers = float_matmuls_left(out_dir / name)
@@ -102,12 +105,15 @@ def quantize_onnx(fp32_dir: Path, out_dir: Path, scheme: str, preset: str) -> di
     return options
 
 
-def _quantize_rowwise(fp32_dir: Path, out_dir: Path, preset: str) -> dict:
+def _quantize_rowwise(fp32_dir: Path, out_dir: Path, preset: str, decoder_kernel: str) -> dict:
     from mtedge.convert.rowwise_int8 import quantize_rowwise, weight_bits_for_preset
 
     bits = weight_bits_for_preset(preset)
-    rewritten = {name: quantize_rowwise(Path(fp32_dir) / name, out_dir / name, bits) for name in ONNX_FILES}
-    return {"quantization": "rowwise", "preset": preset,
+    # the encoder runs once per batch over every source token (many rows): it keeps the GEMM kernel
+    kernels = {name: decoder_kernel if name == DECODER_FILE else "gemm" for name in ONNX_FILES}
+    rewritten = {name: quantize_rowwise(Path(fp32_dir) / name, out_dir / name, bits, kernels[name])
+                 for name in ONNX_FILES}
+    return {"quantization": "rowwise", "preset": preset, "kernels": kernels,
             "activations": "int8, one scale per row (token), computed at run time",
             "weights": f"int8 ({bits}-bit values), one scale per output column", "weight_bits": bits,
             "embeddings": "int8, one scale per row",

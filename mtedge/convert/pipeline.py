@@ -27,6 +27,9 @@ from mtedge.tokenizer import BundleTokenizer
 ENGINES = ("onnx", "ct2")
 DEFAULT_ONNX_PRECISIONS = ("fp32", "int8")
 DEFAULT_CT2_PRECISIONS = ("float32", "int8")
+# the row-wise int8 precisions and the kernel their decoder is written for: GEMM for batches, GEMV for one
+# sentence at a time (mtedge/convert/rowwise_int8.py); the encoder is GEMM in both
+INT8_DECODER_KERNELS = {"int8": "gemm", "int8_latency": "gemv"}
 
 
 def _stderr(message: str) -> None:
@@ -138,6 +141,9 @@ def export_bundle(model_dir: str | Path, out_dir: str | Path, *, engines=ENGINES
         raise UserError(f"unknown ONNX quantization preset {preset!r}; choose from {', '.join(host.QUANT_PRESETS)}")
     if onnx_int8 not in onnx_export.INT8_SCHEMES:
         raise UserError(f"unknown ONNX int8 scheme {onnx_int8!r}; choose from {', '.join(onnx_export.INT8_SCHEMES)}")
+    if onnx_int8 != "rowwise" and "int8_latency" in onnx_precisions:
+        raise UserError("onnx int8_latency is a row-wise int8 (its decoder's kernel takes row-wise weights); "
+                        "drop it from --onnx-precisions or use --onnx-int8 rowwise")
     if onnx_decoder not in onnx_export.DECODERS:
         raise UserError(f"unknown ONNX decoder {onnx_decoder!r}; choose from {', '.join(onnx_export.DECODERS)}")
     vset = None
@@ -176,7 +182,8 @@ def _build(source, staging: Path, name: str, onnx_precisions, ct2_precisions, in
         engines["onnx"] = {}
         onnx_root = staging / "onnx"
         onnx_root.mkdir()
-        need_fp32 = "fp32" in onnx_precisions or "int8" in onnx_precisions
+        int8_kernels = {p: k for p, k in INT8_DECODER_KERNELS.items() if p in onnx_precisions}
+        need_fp32 = "fp32" in onnx_precisions or bool(int8_kernels)
         fp32_dir = onnx_root / ("fp32" if "fp32" in onnx_precisions else ".fp32-for-int8")
         if need_fp32:
             log("[export] onnx fp32 (encoder + merged decoder with KV cache)")
@@ -185,14 +192,15 @@ def _build(source, staging: Path, name: str, onnx_precisions, ct2_precisions, in
             log(f"[export] onnx decoder: {fp32_options['decoder']}")
             if "fp32" in onnx_precisions:
                 engines["onnx"]["fp32"] = _engine_record(staging, "onnx/fp32", fp32_options)
-        if "int8" in onnx_precisions:
-            log("[export] onnx int8 (row-wise: per-token activation scales, batch-invariant; If-subgraphs included)"
+        for precision, kernel in int8_kernels.items():
+            log(f"[export] onnx {precision} (row-wise: per-token activation scales, batch-invariant; decoder for "
+                f"{'one sentence at a time' if kernel == 'gemv' else 'batches'}; If-subgraphs included)"
                 if int8_scheme == "rowwise" else
                 f"[export] onnx int8 (onnxruntime dynamic, per-channel, preset {preset}, If-subgraphs included)")
-            options = onnx_export.quantize_onnx(fp32_dir, onnx_root / "int8", int8_scheme, preset)
+            options = onnx_export.quantize_onnx(fp32_dir, onnx_root / precision, int8_scheme, preset, kernel)
             options["decoder"] = fp32_options["decoder"]   # the graph it was made from
             options["graph_revision"] = fp32_options["graph_revision"]
-            engines["onnx"]["int8"] = _engine_record(staging, "onnx/int8", options)
+            engines["onnx"][precision] = _engine_record(staging, f"onnx/{precision}", options)
         if "fp32" not in onnx_precisions and fp32_dir.exists():
             shutil.rmtree(fp32_dir)
         if "fp16" in onnx_precisions:

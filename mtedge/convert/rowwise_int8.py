@@ -21,6 +21,14 @@ biased projection lost its bias that way — the reference model's encoder outpu
 of 2%, and greedy int8 translations agreed with fp32 on 9% of the Bible dev sentences instead of 61%.
 Written out here without the bias, the op keeps the fast fused GEMM and the model's own ``Add`` stays.
 
+Kernel ``gemv`` (the ``int8_latency`` precision's decoder) writes the same weights and scales for
+onnxruntime's ``MatMulNBits`` instead (8-bit storage, one block spanning all of K, int8 compute): it takes the
+float activation and quantizes each row inside the kernel by the same rule, and one row at a time it streams
+the weights about twice as fast as ``MatMulIntegerToFloat``, whose GEMM is the faster one for many rows
+(mtedge/DESIGN.md §4.15). Its ``B`` is ``[N, 1, K]`` uint8 (the int8 value + 128): a tied ``lm_head``'s columns
+are then the embedding's rows with no transpose, so the table is stored that way once and the ``Gather`` reads it
+too.
+
 Embedding tables read by ``Gather`` are stored int8 with one scale per row (weight-only; the gathered rows
 are dequantized), which is what shrinks the files. ``If`` subgraphs (the merged decoder's two branches) are
 rewritten too.
@@ -44,6 +52,9 @@ QMAX = 127.0
 # that saturates.
 FULL_WEIGHT_BITS = 8
 CONTRIB_DOMAIN = "com.microsoft"
+# which int8 MatMul kernel the graph is written for: many rows (MatMulIntegerToFloat) or one (MatMulNBits)
+KERNELS = ("gemm", "gemv")
+NBITS_OFFSET = 128   # MatMulNBits stores unsigned values; 8-bit blocks without a zero-point input use 128
 EPS = 1e-12  # scale floor: an all-zero row (a padding position) quantizes to zeros, not NaN
 
 
@@ -69,12 +80,13 @@ def quantize_weight_rows(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 class _Rewriter:
     """Rewrites one model's graphs in place; constants shared by several nodes are quantized once."""
 
-    def __init__(self, model, weight_bits: int):
+    def __init__(self, model, weight_bits: int, kernel: str = "gemm"):
         import onnx
 
         self.onnx = onnx
         self.model = model
         self.weight_bits = weight_bits
+        self.kernel = kernel
         self.done: dict[tuple[str, str], list[str]] = {}
         self.quantized: dict[tuple[int, str], tuple[str, str]] = {}   # (graph, activation) -> (a_q, scale)
         self.prelude: dict[int, list] = {}   # graph -> nodes to put first (on constants that graph owns)
@@ -151,6 +163,8 @@ class _Rewriter:
         from onnx import helper, numpy_helper
 
         tensor, owner = constant
+        if self.kernel == "gemv":
+            return [self._matmul_nbits(node, tensor, owner, transpose)]
         if transpose and self.weight_bits == FULL_WEIGHT_BITS:
             w_q, w_scale = self._shared_table_transposed(tensor, owner)
         else:
@@ -168,6 +182,35 @@ class _Rewriter:
             helper.make_node("MatMulIntegerToFloat", [a_q, w_q, scale, w_scale, zero_point], [node.output[0]],
                              name=node.name, domain=CONTRIB_DOMAIN),
         ]
+
+    def _matmul_nbits(self, node, tensor, owner, transpose: bool):
+        """``MatMulNBits`` on the float activation: weights ``[N, 1, K]`` uint8, one scale per column."""
+        from onnx import helper, numpy_helper
+
+        if transpose and self.weight_bits == FULL_WEIGHT_BITS:
+            b_blocks, scales = self._table_rows(tensor, owner)[0], self._table_scale_flat(tensor, owner)
+            n, k = (int(d) for d in tensor.dims)
+        else:
+            weight = numpy_helper.to_array(tensor).astype(np.float32)
+            weight = weight.T if transpose else weight
+            k, n = weight.shape
+            b_blocks, scales = self._constant(
+                (tensor.name, "nbits_T" if transpose else "nbits"),
+                lambda: list(zip(("weight_blocks", "weight_scale"),
+                                 _nbits_blocks(*quantize_weight_columns(weight, self.weight_bits)))), owner)
+        return helper.make_node("MatMulNBits", [node.input[0], b_blocks, scales], [node.output[0]], name=node.name,
+                                domain=CONTRIB_DOMAIN, K=k, N=n, bits=8, block_size=k,
+                                accuracy_level=4)   # 4: int8 compute (activations quantized per row and block)
+
+    def _table_scale_flat(self, tensor, owner) -> str:
+        """The embedding's [V, 1] row scales as [V]: the tied ``lm_head``'s per-column scales."""
+        from onnx import numpy_helper
+
+        table_scale = self._table_rows(tensor, owner)[1]
+        stored = next(i for i in owner.initializer if i.name == table_scale)
+        (flat,) = self._constant((tensor.name, "row_scale_flat"),
+                                 lambda: [("table_scale_flat", numpy_helper.to_array(stored).reshape(-1))], owner)
+        return flat
 
     def _shift_and_zero_point(self) -> list[str]:
         # uint8 with zero point 128: MLAS's fast x86 kernels are u8 x s8 (VNNI, AMX)
@@ -211,11 +254,17 @@ class _Rewriter:
         return helper.make_node("ReduceMax", [x], [out], axes=[-1], keepdims=1)
 
     def _table_rows(self, tensor, owner) -> list[str]:
-        """The int8 rows and [V, 1] scales of an embedding table, stored once per table."""
+        """The int8 rows and [V, 1] scales of an embedding table, stored once per table; for the ``gemv``
+        kernel the rows are stored as ``MatMulNBits`` blocks ([V, 1, d] uint8) that a tied ``lm_head`` reads."""
         from onnx import numpy_helper
 
-        return self._constant((tensor.name, "rows"), lambda: list(zip(
-            ("table", "table_scale"), quantize_weight_rows(numpy_helper.to_array(tensor).astype(np.float32)))), owner)
+        def make():
+            rows, scales = quantize_weight_rows(numpy_helper.to_array(tensor).astype(np.float32))
+            if self.kernel == "gemv":
+                rows = _as_nbits(rows)[:, None, :]
+            return [("table", rows), ("table_scale", scales)]
+
+        return self._constant((tensor.name, "rows"), make, owner)
 
     def _shared_table_transposed(self, tensor, owner) -> tuple[str, str]:
         """A tied ``lm_head``'s int8 weight read from the embedding's int8 rows (8-bit columns of the
@@ -229,10 +278,7 @@ class _Rewriter:
             transposed = self.fresh("table_transposed")
             self.prelude.setdefault(id(owner), []).append(
                 helper.make_node("Transpose", [table_q], [transposed], perm=[1, 0]))
-            stored = next(i for i in owner.initializer if i.name == table_scale)   # [V, 1] -> [V]: per column
-            (flat,) = self._constant((tensor.name, "row_scale_flat"),
-                                     lambda: [("table_scale_flat", numpy_helper.to_array(stored).reshape(-1))], owner)
-            self.done[key] = [transposed, flat]
+            self.done[key] = [transposed, self._table_scale_flat(tensor, owner)]
         transposed, flat = self.done[key]
         return transposed, flat
 
@@ -243,12 +289,30 @@ class _Rewriter:
         table_q, table_scale = self._table_rows(tensor, owner)
         t = lambda stem: self.fresh(f"{node.name or 'gather'}/{stem}")  # noqa: E731
         rows_q, rows_f, row_scales = t("rows_q"), t("rows_f"), t("row_scales")
-        return [
+        nodes = [
             helper.make_node("Gather", [table_q, node.input[1]], [rows_q], axis=0),
             helper.make_node("Cast", [rows_q], [rows_f], to=self.onnx.TensorProto.FLOAT),
             helper.make_node("Gather", [table_scale, node.input[1]], [row_scales], axis=0),
-            helper.make_node("Mul", [rows_f, row_scales], [node.output[0]], name=node.name),
         ]
+        if self.kernel == "gemv":   # [..., 1, d] unsigned blocks: back to signed [..., d]
+            shift, _ = self._shift_and_zero_point()
+            (block_axis,) = self._constant(("block_axis", ""), lambda: [("block_axis", np.array([-2], np.int64))],
+                                           self.model.graph)
+            unshifted, squeezed = t("unshifted"), t("rows_signed")
+            nodes += [helper.make_node("Sub", [rows_f, shift], [unshifted]),
+                      helper.make_node("Squeeze", [unshifted, block_axis], [squeezed])]
+            rows_f = squeezed
+        return nodes + [helper.make_node("Mul", [rows_f, row_scales], [node.output[0]], name=node.name)]
+
+
+def _as_nbits(values: np.ndarray) -> np.ndarray:
+    """int8 values as ``MatMulNBits`` stores 8-bit ones: unsigned, offset by its implied zero point."""
+    return (values.astype(np.int16) + NBITS_OFFSET).astype(np.uint8)
+
+
+def _nbits_blocks(w_q: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Column-quantized ``w_q [K, N]`` int8 as ``MatMulNBits`` input: ``[N, 1, K]`` uint8 and the [N] scales."""
+    return np.ascontiguousarray(_as_nbits(w_q).T)[:, None, :], scale
 
 
 def _attr(node, name, default):
@@ -283,22 +347,26 @@ def _drop_unused_initializers(graph, onnx, used: set[str] | None = None) -> None
     graph.initializer.extend(keep)
 
 
-def quantize_rowwise(src: Path, dst: Path, weight_bits: int = SAFE_WEIGHT_BITS) -> dict:
-    """Write the row-wise int8 version of the ONNX model ``src`` to ``dst``; returns what was rewritten."""
+def quantize_rowwise(src: Path, dst: Path, weight_bits: int = SAFE_WEIGHT_BITS, kernel: str = "gemm") -> dict:
+    """Write the row-wise int8 version of the ONNX model ``src`` to ``dst``; returns what was rewritten.
+    ``kernel``: ``gemm`` (MatMulIntegerToFloat, fastest for many rows) or ``gemv`` (MatMulNBits, for one)."""
     import json
 
     import onnx
 
     if weight_bits not in (SAFE_WEIGHT_BITS, FULL_WEIGHT_BITS):
         raise ValueError(f"row-wise int8 weights use {SAFE_WEIGHT_BITS} or {FULL_WEIGHT_BITS} bits, not {weight_bits}")
+    if kernel not in KERNELS:
+        raise ValueError(f"row-wise int8 kernel must be one of {', '.join(KERNELS)}, not {kernel!r}")
     model = onnx.load(str(src))
-    counts = _Rewriter(model, weight_bits).run()
+    counts = _Rewriter(model, weight_bits, kernel).run()
     _drop_unused_initializers(model.graph, onnx)
     if counts["matmul"] or counts["transposed_matmul"]:
         if not any(opset.domain == CONTRIB_DOMAIN for opset in model.opset_import):
             model.opset_import.append(onnx.helper.make_opsetid(CONTRIB_DOMAIN, 1))
     onnx.helper.set_model_props(model, {**{p.key: p.value for p in model.metadata_props},
-                                        METADATA_KEY: json.dumps({"weight_bits": weight_bits, "activation_bits": 8})})
+                                        METADATA_KEY: json.dumps({"weight_bits": weight_bits, "activation_bits": 8,
+                                                                  "kernel": kernel})})
     onnx.checker.check_model(model)
     onnx.save(model, str(dst))
     return counts

@@ -9,14 +9,14 @@ def batch_invariant(bundle, engine: str, precision: str) -> bool:
     """Whether a sentence's output on this engine/precision of ``bundle`` is independent of the other
     sentences of its batch, so that strangers' requests may share an engine call.
 
-    CTranslate2 (every precision) and ONNX fp32 are (tests/test_batch_invariance.py). ONNX int8 is only when
-    it was exported row-wise (one activation scale per token): onnxruntime's dynamic int8 picks one scale per
-    batch, and one user's text would change another's translation. The PyTorch reference is not (padding
+    CTranslate2 (every precision) and ONNX fp32 are (tests/test_batch_invariance.py). ONNX int8 and
+    int8_latency are only when exported row-wise (one activation scale per token): onnxruntime's dynamic int8
+    picks one scale per batch, and one user's text would change another's translation. The PyTorch reference is not (padding
     changes float summation order), and it is not a serving engine anyway.
     """
     if engine == "ct2" or (engine, precision) == ("onnx", "fp32"):
         return True
-    if (engine, precision) == ("onnx", "int8"):
+    if engine == "onnx":   # int8, int8_latency: the export records whether it was row-wise
         options = bundle.engine_record(engine, precision).get("options") or {}
         return options.get("batch_invariant") is True
     return False
