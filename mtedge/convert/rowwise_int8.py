@@ -22,12 +22,13 @@ of 2%, and greedy int8 translations agreed with fp32 on 9% of the Bible dev sent
 Written out here without the bias, the op keeps the fast fused GEMM and the model's own ``Add`` stays.
 
 Kernel ``gemv`` (the ``int8_latency`` precision's decoder) writes the same weights and scales for
-onnxruntime's ``MatMulNBits`` instead (8-bit storage, one block spanning all of K, int8 compute): it takes the
-float activation and quantizes each row inside the kernel by the same rule, and one row at a time it streams
-the weights about twice as fast as ``MatMulIntegerToFloat``, whose GEMM is the faster one for many rows
-(mtedge/DESIGN.md §4.15). Its ``B`` is ``[N, 1, K]`` uint8 (the int8 value + 128): a tied ``lm_head``'s columns
-are then the embedding's rows with no transpose, so the table is stored that way once and the ``Gather`` reads it
-too.
+onnxruntime's ``MatMulNBits`` instead (8-bit storage, one block spanning all of K, int8 compute). It takes the
+float activation and quantizes it inside the kernel, each row on its own (so still batch-invariant) but with
+one scale per 256 columns, not per row (onnxruntime 1.32, measured: wider models get finer activation scales
+than the GEMM graph, so near-ties can resolve differently). One row at a time it streams the weights about
+twice as fast as ``MatMulIntegerToFloat``, whose GEMM is the faster one for many rows (mtedge/DESIGN.md
+§4.15). Its ``B`` is ``[N, 1, K]`` uint8 (the int8 value + 128): a tied ``lm_head``'s columns are then the
+embedding's rows with no transpose, so the table is stored that way once and the ``Gather`` reads it too.
 
 Embedding tables read by ``Gather`` are stored int8 with one scale per row (weight-only; the gathered rows
 are dequantized), which is what shrinks the files. ``If`` subgraphs (the merged decoder's two branches) are
@@ -200,7 +201,7 @@ class _Rewriter:
                                  _nbits_blocks(*quantize_weight_columns(weight, self.weight_bits)))), owner)
         return helper.make_node("MatMulNBits", [node.input[0], b_blocks, scales], [node.output[0]], name=node.name,
                                 domain=CONTRIB_DOMAIN, K=k, N=n, bits=8, block_size=k,
-                                accuracy_level=4)   # 4: int8 compute (activations quantized per row and block)
+                                accuracy_level=4)   # 4: int8 compute (activations quantized per row and 256 columns)
 
     def _table_scale_flat(self, tensor, owner) -> str:
         """The embedding's [V, 1] row scales as [V]: the tied ``lm_head``'s per-column scales."""
