@@ -22,14 +22,16 @@ def test_layout_and_manifest(tiny_unvalidated_bundle):
     m = bundle.manifest
     assert m["format"] == "mtedge-bundle" and m["format_version"] == 1
     assert bundle.family == family
-    assert bundle.engines() == {"onnx": ["fp32", "int8"], "ct2": ["float32", "int8"], "torch": ["fp32"]}
+    # the unvalidated fixtures also export int8_latency (tests/fixtures/bundles.py)
+    assert bundle.engines() == {"onnx": ["fp32", "int8", "int8_latency"], "ct2": ["float32", "int8"],
+                                "torch": ["fp32"]}
     # mBART names languages by its own codes (de_DE); the others by ISO 639-1; T5 records none
     assert (bundle.source_lang, bundle.target_lang) == {"t5": (None, None), "mbart": ("en_XX", "de_DE")}.get(
         family, ("en", "de"))
     source_config = json.loads((path / "torch" / "fp32" / "config.json").read_text())
     assert m["source_model"]["vocab_size"] == source_config["vocab_size"]
     assert len(m["source_model"]["sha256"]) == 64
-    for precision in ("fp32", "int8"):
+    for precision in ("fp32", "int8", "int8_latency"):
         names = sorted(p.name for p in bundle.engine_dir("onnx", precision).iterdir())
         # only the encoder and the merged decoder; the non-merged decoders are dropped
         assert names == ["decoder_model_merged.onnx", "encoder_model.onnx"]

@@ -201,6 +201,7 @@ def test_missing_model_and_weights(tiny_t5, tmp_path, capsys):
     (["--ct2-precisions", "float8"], "unknown ct2 precision(s) float8"),
     (["--engines", "tflite"], "unknown engine(s) tflite; choose from onnx, ct2"),
     (["--no-validate", "--max-bleu-drop", "1"], "--max-bleu-drop needs validation"),
+    (["--onnx-precisions", "int8_latency", "--onnx-int8", "dynamic"], "onnx int8_latency is a row-wise int8"),
 ])
 def test_bad_options(tiny_marian, tmp_path, capsys, args, message):
     code, _, err = run_cli(capsys, "export", tiny_marian, "-o", tmp_path / "out", *args)
@@ -272,6 +273,17 @@ def test_info_on_a_bundle(tiny_marian_bundle, capsys):
     assert "early_stopping False" in out and "ct2 beam search stops like HF early_stopping=True" in out
     assert re.search(r"row-wise int8, [78]-bit weights \(preset \w+\)", out)
     assert out.count("decoder: lean") == 2   # Marian: the lean decoder in fp32 and the int8 made from it
+
+
+def test_info_says_which_int8_is_written_for_one_sentence_at_a_time(tiny_unvalidated_bundles, capsys):
+    code, out, err = run_cli(capsys, "info", tiny_unvalidated_bundles("marian"))
+    assert code == 0, err
+    lines = [line for line in out.splitlines() if "row-wise int8" in line]
+    assert len(lines) == 2 and sum("decoder for one sentence at a time (MatMulNBits)" in line for line in lines) == 1
+    manifest = Bundle.open(tiny_unvalidated_bundles("marian")).manifest["engines"]["onnx"]
+    assert manifest["int8"]["options"]["kernels"] == {"encoder_model.onnx": "gemm", "decoder_model_merged.onnx": "gemm"}
+    assert manifest["int8_latency"]["options"]["kernels"] == {"encoder_model.onnx": "gemm",
+                                                              "decoder_model_merged.onnx": "gemv"}
 
 
 def test_the_bench_reuses_a_cached_bundle_only_if_this_exporter_wrote_its_graphs(tiny_marian_bundle):
