@@ -143,6 +143,11 @@ def test_the_one_row_kernel_computes_what_the_gemm_graph_computes(tmp_path, bits
     assert sorted(tuple(i.dims) for i in blocks) == (
         [(N, 1, K), (V, 1, K)] if bits == 8 else [(N, 1, K), (V, 1, K), (V, 1, K)])
     assert json.loads({p.key: p.value for p in written.metadata_props}["mtedge_rowwise_int8"])["kernel"] == "gemv"
+    from mtedge.engines.rowwise_int8 import int8_matmul_op   # what the bench records as having run
+
+    ops_run = {path.name: int8_matmul_op(ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+                                         .get_modelmeta().custom_metadata_map) for path in (gemm, gemv, src)}
+    assert ops_run == {"gemm.onnx": "MatMulIntegerToFloat", "gemv.onnx": "MatMulNBits", src.name: None}
 
     rng = np.random.default_rng(2)
     ids = rng.integers(0, V, size=(3, 5)).astype(np.int64)

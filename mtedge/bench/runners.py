@@ -52,7 +52,13 @@ class MtedgeRunner(Runner):
         if hasattr(engine, "translator"):      # CTranslate2
             return ct2_runtime(engine.translator)
         if hasattr(engine, "decoder"):         # ONNX Runtime
-            return {"onnxruntime_providers": engine.decoder.get_providers()}
+            from mtedge.engines.rowwise_int8 import int8_matmul_op
+
+            runtime = {"onnxruntime_providers": engine.decoder.get_providers()}
+            op = int8_matmul_op(engine.decoder.get_modelmeta().custom_metadata_map)
+            if op:
+                runtime["onnx_decoder_int8_op"] = op
+            return runtime
         return {}
 
     def translate(self, texts, beam_size, max_length, forced, length_penalty):

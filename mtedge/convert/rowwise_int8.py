@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mtedge.engines.rowwise_int8 import METADATA_KEY, SAFE_WEIGHT_BITS
+from mtedge.engines.rowwise_int8 import KERNEL_OPS, METADATA_KEY, SAFE_WEIGHT_BITS
 
 QMAX = 127.0
 # MatMul weights use 8 bits where the exporting CPU's int8 kernel has VNNI or AMX, and 7 bits elsewhere.
@@ -54,7 +54,7 @@ QMAX = 127.0
 FULL_WEIGHT_BITS = 8
 CONTRIB_DOMAIN = "com.microsoft"
 # which int8 MatMul kernel the graph is written for: many rows (MatMulIntegerToFloat) or one (MatMulNBits)
-KERNELS = ("gemm", "gemv")
+KERNELS = tuple(KERNEL_OPS)
 NBITS_OFFSET = 128   # MatMulNBits stores unsigned values; 8-bit blocks without a zero-point input use 128
 EPS = 1e-12  # scale floor: an all-zero row (a padding position) quantizes to zeros, not NaN
 

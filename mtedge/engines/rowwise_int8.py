@@ -15,8 +15,11 @@ import warnings
 
 from mtedge.cpu import int8_pairs_saturate
 
-METADATA_KEY = "mtedge_rowwise_int8"   # JSON: {"weight_bits": 7 or 8, "activation_bits": 8}
+METADATA_KEY = "mtedge_rowwise_int8"   # JSON: {"weight_bits": 7 or 8, "activation_bits": 8, "kernel": ...}
 SAFE_WEIGHT_BITS = 7
+# the kernel a graph's int8 MatMuls were written for, and the onnxruntime op that runs them; graphs written
+# before the record had "kernel" are GEMM ones
+KERNEL_OPS = {"gemm": "MatMulIntegerToFloat", "gemv": "MatMulNBits"}
 
 
 class Int8SaturationWarning(UserWarning):
@@ -33,6 +36,15 @@ def weight_bits_of(metadata: dict) -> int | None:
         return int(json.loads(metadata[METADATA_KEY])["weight_bits"])
     except (KeyError, ValueError, TypeError):
         return None
+
+
+def int8_matmul_op(metadata: dict) -> str | None:
+    """The onnxruntime op of a row-wise int8 graph's weight MatMuls (None: not such a graph)."""
+    try:
+        record = json.loads(metadata[METADATA_KEY])
+    except (KeyError, ValueError, TypeError):
+        return None
+    return KERNEL_OPS.get(record.get("kernel", "gemm"))
 
 
 def is_stale(options: dict) -> bool:
