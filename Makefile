@@ -76,13 +76,14 @@ check-runtime-install: $(RUNTIME_STAMP)
 # The main job on the embedded reference model, end to end (1 min 51 s measured on 2 idle cores, venv and
 # corpora already built):
 #  1. fine-tune it with LoRA on web-UI text (webui corpus, 120 steps), merge, and score before/after;
-#  2. export the merged model to a bundle (ONNX + CTranslate2, fp32 + int8), validated against PyTorch;
+#  2. export the merged model to a bundle (ONNX fp32 + int8 + int8_latency, CTranslate2 float32 + int8),
+#     validated against PyTorch;
 #     then translate five test sentences with it, each beside its reference (benchmarks/reference_model/samples.py);
 #  3. benchmark every engine and precision side by side on the webui test set (--quick), with plots.
 demo: $(STAMP) $(REFERENCE_MODEL)/model.safetensors $(CORPORA_DATA)/.built
 	$(BIN)/python -m benchmarks.lora_webui.run --quick
 	$(BIN)/mtedge export $(DEMO_LORA)/merged -o $(DEMO_BUNDLE) --validation-file $(WEBUI)/dev.tsv \
-	    --validate-n 100 --force
+	    --validate-n 100 --onnx-precisions fp32,int8,int8_latency --force
 	$(BIN)/mtedge info $(DEMO_BUNDLE)
 	$(BIN)/python -m benchmarks.reference_model.samples $(DEMO_BUNDLE)
 	$(BIN)/mtedge bench $(DEMO_BUNDLE) --test $(WEBUI)/test.tsv --quick --out $(DEMO_OUT)
