@@ -18,10 +18,10 @@ import time
 
 # Env knobs for tests of the failure paths: a worker that crashes on purpose.
 FAIL_ENV = "MTEDGE_BENCH_FAIL"   # comma-separated config names that raise after loading
-# Stacks whose import alone costs hundreds of MB: recorded per worker, so a report shows that an
-# mtedge row's peak memory holds no torch (mtedge/DESIGN.md §2).
 # a tiny model's pass can take milliseconds: the minimum timed window (Protocol.throughput_min_s) stops here
 MAX_THROUGHPUT_PASSES = 100
+# Stacks whose import alone costs hundreds of MB: recorded per worker, so a report shows that an
+# mtedge row's peak memory holds no torch (mtedge/DESIGN.md §2).
 HEAVY_STACKS = ("torch", "transformers", "optimum")
 
 

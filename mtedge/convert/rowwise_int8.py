@@ -271,9 +271,9 @@ class _Rewriter:
         """A tied ``lm_head``'s int8 weight read from the embedding's int8 rows (8-bit columns of the
         transposed table are exactly its 8-bit rows): a Transpose that onnxruntime folds at load, so the
         file holds the table once (30 MB less at opus-mt's 58k x 512)."""
-        from onnx import helper, numpy_helper
+        from onnx import helper
 
-        table_q, table_scale = self._table_rows(tensor, owner)
+        table_q = self._table_rows(tensor, owner)[0]
         key = (tensor.name, "rows_transposed")
         if key not in self.done:
             transposed = self.fresh("table_transposed")
