@@ -17,7 +17,8 @@ def bench(model: str | Path | None = None, *, test_file: str | Path | None = Non
           configs: str | None = None, threads: int | None = None, out_dir: Path = Path("benchmarks/results/latest"),
           work_dir: Path = Path("benchmarks/results/tmp"), quick: bool = False, sentences: int | None = None,
           latency_sentences: int | None = None, repeats: int | None = None, throughput_repeats: int | None = None,
-          throughput_min_s: float | None = None, rounds: int | None = None, max_length: int | None = None, max_memory_mb: list[str] | None = None,
+          throughput_min_s: float | None = None, rounds: int | None = None, max_length: int | None = None,
+          max_memory_mb: list[str] | None = None,
           timeout_s: float | None = None, progress: bool = True) -> dict:
     """Runs the benchmark and returns the report dict (also written to ``out_dir``)."""
     if synthetic and model:

@@ -141,9 +141,10 @@ def export_bundle(model_dir: str | Path, out_dir: str | Path, *, engines=ENGINES
         raise UserError(f"unknown ONNX quantization preset {preset!r}; choose from {', '.join(host.QUANT_PRESETS)}")
     if onnx_int8 not in onnx_export.INT8_SCHEMES:
         raise UserError(f"unknown ONNX int8 scheme {onnx_int8!r}; choose from {', '.join(onnx_export.INT8_SCHEMES)}")
-    if onnx_int8 != "rowwise" and "int8_latency" in onnx_precisions:
-        raise UserError("onnx int8_latency is a row-wise int8 (its decoder's kernel takes row-wise weights); "
-                        "drop it from --onnx-precisions or use --onnx-int8 rowwise")
+    one_row = [p for p in onnx_precisions if INT8_DECODER_KERNELS.get(p, "gemm") != "gemm"]
+    if onnx_int8 != "rowwise" and one_row:
+        raise UserError(f"onnx {one_row[0]} is a row-wise int8 (its decoder's kernel takes row-wise weights); "
+                        f"drop it from --onnx-precisions or use --onnx-int8 rowwise")
     if onnx_decoder not in onnx_export.DECODERS:
         raise UserError(f"unknown ONNX decoder {onnx_decoder!r}; choose from {', '.join(onnx_export.DECODERS)}")
     vset = None

@@ -30,21 +30,27 @@ class StaleInt8Warning(UserWarning):
     """Row-wise int8 graphs exported before the bias fix (mtedge/DESIGN.md §4.12)."""
 
 
+def _record(metadata: dict) -> dict | None:
+    """The export's JSON record in a graph's metadata (None: not a row-wise int8 graph)."""
+    try:
+        record = json.loads(metadata[METADATA_KEY])
+    except (KeyError, ValueError, TypeError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
 def weight_bits_of(metadata: dict) -> int | None:
     """The weight width a row-wise int8 graph was written with (None: not such a graph, or older)."""
     try:
-        return int(json.loads(metadata[METADATA_KEY])["weight_bits"])
+        return int((_record(metadata) or {})["weight_bits"])
     except (KeyError, ValueError, TypeError):
         return None
 
 
 def int8_matmul_op(metadata: dict) -> str | None:
     """The onnxruntime op of a row-wise int8 graph's weight MatMuls (None: not such a graph)."""
-    try:
-        record = json.loads(metadata[METADATA_KEY])
-    except (KeyError, ValueError, TypeError):
-        return None
-    return KERNEL_OPS.get(record.get("kernel", "gemm"))
+    record = _record(metadata)
+    return None if record is None else KERNEL_OPS.get(record.get("kernel", "gemm"))
 
 
 def is_stale(options: dict) -> bool:
