@@ -210,6 +210,8 @@ def test_cli_input_mistakes_are_one_line_errors(tmp_path):
         (["--synthetic", "opus-mt-xx-yy", "--work-dir", str(tmp_path / "w")], "unknown synthetic model"),
         (["--synthetic", "opus-mt-en-de", "--latency-sentences", "0", "--work-dir", str(tmp_path / "w")],
          "--latency-sentences must be >= 1"),
+        (["--synthetic", "opus-mt-en-de", "--throughput-min-seconds", "-1", "--work-dir", str(tmp_path / "w")],
+         "--throughput-min-seconds must be >= 0"),
     ]
     for args, message in cases:
         proc = _cli(args)
