@@ -177,25 +177,32 @@ def test_interleaved_rounds_give_medians_per_round_ratios_and_what_ran(bench_bun
                                                                        tmp_path):
     out, work = tmp_path / "out", tmp_path / "work"
     proc = run_cli(bench_args(bench_bundle, parallel_test_file, out, work, ["ct2-int8", "ct2-raw-int8", "onnx-int8"],
-                              "--rounds", "2"))
+                              "--rounds", "2", "--throughput-rounds", "1"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
-    assert report["settings"]["rounds"] == 2
+    assert report["settings"]["rounds"] == 2 and report["settings"]["throughput_rounds"] == 1
     rows = {r["name"]: r for r in report["results"]}
     for name, row in rows.items():
         per_round = [r["throughput_tok_s"] for r in row["rounds"]]
-        assert len(per_round) == 2 and all(v > 0 for v in per_round), name
-        assert row["throughput_tok_s"] == pytest.approx(sum(per_round) / 2)
-        assert len(row["raw"]["latency_ms"]["greedy"]) == 2 * 4 * 2      # both rounds' samples pooled
-        assert "warning" not in row, row.get("warning")                # same outputs in both rounds
-        for round_index in (1, 2):                                    # a fresh worker each round
+        assert len(per_round) == 3 and all(v > 0 for v in per_round), name
+        assert row["throughput_tok_s"] == pytest.approx(sorted(per_round)[1])
+        # round 3 timed only the throughput: its latency is absent, not zero, and the pool holds rounds 1-2
+        assert [r["throughput_only"] for r in row["rounds"]] == [False, False, True]
+        assert [r["latency_p50"] is None for r in row["rounds"]] == [False, False, True]
+        assert len(row["raw"]["latency_ms"]["greedy"]) == 2 * 4 * 2
+        assert "warning" not in row, row.get("warning")                # same outputs in every round
+        for round_index in (1, 2, 3):                                 # a fresh worker each round
             assert list((work / "runs").glob(f"*/logs/{name}.round{round_index}.stderr")), name
     wrapper = next(t for t in report["targets"] if t["target"].startswith("mtedge ct2-int8 throughput within"))
     ratios = [a["throughput_tok_s"] / b["throughput_tok_s"]
               for a, b in zip(rows["ct2-int8"]["rounds"], rows["ct2-raw-int8"]["rounds"])]
-    assert wrapper["rounds"] == 2 and wrapper["spread"] == pytest.approx(sorted(ratios))
-    assert wrapper["value"] == pytest.approx(sum(ratios) / 2)
+    # 3 rounds: the interval is their min-max, 75% sure to hold the median
+    assert wrapper["rounds"] == 3 and wrapper["spread"] == pytest.approx([min(ratios), max(ratios)])
+    assert wrapper["value"] == pytest.approx(sorted(ratios)[1]) and wrapper["coverage"] == 0.75
     assert wrapper["status"] in ("PASS", "MISS", "UNSETTLED")
+    latency = next(t for t in report["targets"] if t["target"].startswith("onnx-int8 batch-1 greedy p50 latency "
+                                                                           ">= 1.0x faster than raw"))
+    assert latency["rounds"] == 2     # the throughput-only round has no latency to compare
     # what ran: CTranslate2's own word for its compute type, ONNX Runtime's providers, the machine's kernels
     assert rows["ct2-int8"]["runtime"]["ct2_compute_type"].startswith("int8")
     assert rows["ct2-raw-int8"]["runtime"]["ct2_compute_type"] == rows["ct2-int8"]["runtime"]["ct2_compute_type"]
@@ -204,7 +211,8 @@ def test_interleaved_rounds_give_medians_per_round_ratios_and_what_ran(bench_bun
     assert "int8" in report["machine"]["ct2_cpu_compute_types"]
     assert "inferred from the CPU flags" in report["machine"]["onnxruntime_int8_kernel"]
     md = (out / "report.md").read_text(encoding="utf-8")
-    assert "- **rounds**: 2 interleaved" in md and " (2 rounds) |" in md
+    assert "- **rounds**: 2 interleaved, then 1 more that time only the batch throughput" in md
+    assert " (3 rounds, 75%) |" in md
 
 
 # ---------------------------------------------------------------- bad input

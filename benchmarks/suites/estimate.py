@@ -2,11 +2,14 @@
 
     .venv/bin/python -m benchmarks.suites.estimate QUICK/report.json [--sentences 256] [--latency-sentences 20]
         [--repeats 3] [--warmup 2] [--throughput-repeats 2] [--throughput-min-seconds 3] [--length-scale 1.0]
+        [--rounds 3] [--throughput-rounds 6]
 
 Per configuration, from that run's raw numbers: the worker's fixed cost (process start, imports, load,
 first translation: its wall time minus the timed calls) + the calls the target protocol makes, each
 priced at the mean of the measured calls of its kind (batch-1 greedy, batch-1 beam 4, and one sentence
 of a batch-32 beam-4 pass); timed passes repeat until the minimum window is timed, as the worker does.
+A throughput-only round (``--throughput-rounds``) costs the fixed part, the warm-up batch and the timed passes;
+the total is ``rounds`` full rounds plus those.
 ``--length-scale`` multiplies the decoding calls, e.g. 32/24 when the full
 run forces 32 target tokens where the quick one forced 24 (decoding time grows about linearly with the
 output length; the encoder's share makes this slightly pessimistic). The parent's own work (export,
@@ -27,7 +30,8 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
-def estimate_row(row: dict, quick: dict, target: dict, length_scale: float) -> float | None:
+def estimate_row(row: dict, quick: dict, target: dict, length_scale: float,
+                 throughput_only: bool = False) -> float | None:
     raw = row.get("raw")
     if not raw or row.get("error"):
         return None
@@ -41,7 +45,8 @@ def estimate_row(row: dict, quick: dict, target: dict, length_scale: float) -> f
                    + (quick_warmup + len(beam)) * _mean(beam) / 1000
                    + (min(quick["batch_size"], n) + len(passes) * n) * per_sentence_tp)
     fixed = max(0.0, raw["worker_wall_s"] - quick_calls)
-    calls = min(target["warmup"], target["latency_sentences"]) + target["latency_sentences"] * target["repeats"]
+    calls = 0 if throughput_only else \
+        min(target["warmup"], target["latency_sentences"]) + target["latency_sentences"] * target["repeats"]
     full_calls = (calls * (_mean(greedy) + _mean(beam)) / 1000
                   + min(quick["batch_size"], target["sentences"]) * per_sentence_tp) * length_scale
     pass_s = target["sentences"] * per_sentence_tp * length_scale
@@ -61,6 +66,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--throughput-repeats", type=int, default=2)
     parser.add_argument("--throughput-min-seconds", type=float, default=3.0)
     parser.add_argument("--length-scale", type=float, default=1.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--throughput-rounds", type=int, default=6)
     args = parser.parse_args(argv)
     report = json.loads(args.report.read_text(encoding="utf-8"))
     quick = report["settings"]
@@ -74,10 +81,14 @@ def main(argv: list[str] | None = None) -> None:
         if seconds is None:
             print(f"{row['name']:18s} n/a ({(row.get('error') or '').split(':')[0]})")
             continue
-        total += seconds
-        print(f"{row['name']:18s} quick {measured:7.1f} s -> full {seconds:7.1f} s")
+        extra = estimate_row(row, quick, target, args.length_scale, throughput_only=True)
+        run = args.rounds * seconds + args.throughput_rounds * extra
+        total += run
+        print(f"{row['name']:18s} quick {measured:7.1f} s -> full round {seconds:7.1f} s, throughput round "
+              f"{extra:6.1f} s, all {run:7.1f} s")
     m = report["machine"]
-    print(f"total {total / 60:.1f} min for {', '.join(f'{k} {v}' for k, v in target.items())}, "
+    print(f"total {total / 60:.1f} min for {args.rounds} + {args.throughput_rounds} rounds of "
+          f"{', '.join(f'{k} {v}' for k, v in target.items())}, "
           f"length x{args.length_scale:g} (measured on {m['cpu_model']}, {quick['threads']} thread(s), "
           f"load average {m.get('load_average')})")
 

@@ -17,7 +17,8 @@ def bench(model: str | Path | None = None, *, test_file: str | Path | None = Non
           configs: str | None = None, threads: int | None = None, out_dir: Path = Path("benchmarks/results/latest"),
           work_dir: Path = Path("benchmarks/results/tmp"), quick: bool = False, sentences: int | None = None,
           latency_sentences: int | None = None, repeats: int | None = None, throughput_repeats: int | None = None,
-          throughput_min_s: float | None = None, rounds: int | None = None, max_length: int | None = None,
+          throughput_min_s: float | None = None, rounds: int | None = None,
+          throughput_rounds: int | None = None, max_length: int | None = None,
           max_memory_mb: list[str] | None = None,
           timeout_s: float | None = None, progress: bool = True) -> dict:
     """Runs the benchmark and returns the report dict (also written to ``out_dir``)."""
@@ -44,8 +45,10 @@ def bench(model: str | Path | None = None, *, test_file: str | Path | None = Non
             raise UserError(f"--{option.replace('_', '-')} must be >= 1")
     if throughput_min_s is not None and throughput_min_s < 0:
         raise UserError("--throughput-min-seconds must be >= 0")
-    overrides = {k: v for k, v in dict(counts, max_length=max_length, throughput_min_s=throughput_min_s).items()
-                 if v is not None}
+    if throughput_rounds is not None and throughput_rounds < 0:
+        raise UserError("--throughput-rounds must be >= 0")
+    overrides = {k: v for k, v in dict(counts, max_length=max_length, throughput_min_s=throughput_min_s,
+                                       throughput_rounds=throughput_rounds).items() if v is not None}
     if synthetic:
         overrides.setdefault("max_length", 24 if quick else SYNTHETIC_FORCED_LENGTH)
         overrides["forced_length"] = True

@@ -45,6 +45,10 @@ class Protocol:
     # interleaved rounds (A B C ... A B C ...), each configuration in a fresh worker every round: timings on a
     # shared machine drift over minutes, so a ratio is only trusted across rounds (its median and spread)
     rounds: int = 3
+    # then this many more interleaved rounds that time only the batch throughput (fresh workers, no latency or
+    # quality): a ratio's interval needs 5+ rounds to be 90% sure, and one engine timed against itself on these
+    # VMs spreads 0.85-1.19 (mtedge/DESIGN.md §4.16); 3 + 6 = 9 rounds give a 96% interval (2nd to 8th value)
+    throughput_rounds: int = 6
     batch_size: int = 32
     beam_size: int = 4
     length_penalty: float = 0.0     # CTranslate2's benchmark protocol
@@ -56,7 +60,7 @@ class Protocol:
     @classmethod
     def quick(cls, **overrides) -> "Protocol":
         base = cls(sentences=32, latency_sentences=4, repeats=2, warmup=1, throughput_repeats=1, throughput_min_s=0.0,
-                   rounds=1)
+                   rounds=1, throughput_rounds=0)
         return cls(**{**base.__dict__, **overrides})
 
     def to_dict(self) -> dict:
@@ -168,8 +172,10 @@ class _Run:
     counter: metrics.TokenCounter | None
     score_quality: bool
 
-    def measure(self, config: BenchConfig, row: dict, round_index: int = 0) -> list[str] | None:
-        """Fills ``row`` with one round of ``config``; returns its outputs, or None when it has none."""
+    def measure(self, config: BenchConfig, row: dict, round_index: int = 0,
+                throughput_only: bool = False) -> list[str] | None:
+        """Fills ``row`` with one round of ``config`` (only its batch throughput with ``throughput_only``);
+        returns its outputs, or None when it has none."""
         try:
             extra, model_dir = prepare_spec(config, self.bundle, Path(self.options.work_dir))
         except (BundleError, UnsupportedConfig) as exc:
@@ -182,6 +188,7 @@ class _Run:
         spec = {"config": config.to_dict(), "bundle": str(self.bundle.path), "threads": self.threads,
                 "sources_path": str(self.sources_path), "protocol": self.protocol.to_dict(),
                 "max_memory_mb": limit, "label": f"{config.name}.round{round_index + 1}",
+                "throughput_only": throughput_only,
                 "result_path": str(self.run_dir / f"{config.name}.round{round_index + 1}.result.json"),
                 **extra}
         outcome = run_worker(spec, self.run_dir / "logs", self.options.timeout_s)
@@ -228,14 +235,17 @@ def run_bench(bundle_path: Path, test_set: TestSet, options: BenchOptions, *, sy
     run = _Run(bundle, options, protocol, threads, run_dir, sources_path, test_set, counter, score_quality)
 
     rounds = _Rounds(configs, protocol, report, out_dir)
-    bar = _progress(len(configs) * protocol.rounds, options.progress)
+    total_rounds = protocol.rounds + protocol.throughput_rounds
+    bar = _progress(len(configs) * total_rounds, options.progress)
     try:
-        for round_index in range(protocol.rounds):
+        for round_index in range(total_rounds):
+            throughput_only = round_index >= protocol.rounds
             for config in rotated(configs, round_index):
-                bar.set_postfix_str(f"{config.name} (round {round_index + 1}/{protocol.rounds})")
+                bar.set_postfix_str(f"{config.name} (round {round_index + 1}/{total_rounds}"
+                                    f"{', throughput' if throughput_only else ''})")
                 rounds.start(config)
                 row = base_row(config, protocol)
-                outputs = run.measure(config, row, round_index)
+                outputs = run.measure(config, row, round_index, throughput_only)
                 rounds.record(config, row, outputs)
                 bar.update(1)
                 report.save(out_dir)

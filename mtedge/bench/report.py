@@ -32,7 +32,7 @@ class Report:
         for row in rows:
             row["vs_reference"] = reference_ratios(row, ref)
         report = {**self.header, "reference_config": REFERENCE_CONFIG, "interrupted": self.interrupted,
-                  "results": rows, "targets": evaluate_targets(rows), "plots": []}
+                  "results": rows, "targets": evaluate_targets(rows, self.header.get("settings")), "plots": []}
         if note and self.score_quality:
             report["reference_note"] = note
         return report
@@ -94,7 +94,8 @@ def _x(value: float | None, spread: list | None = None) -> str:
 def reference_ratios(row: dict, ref: dict | None) -> dict:
     """This row against the hf-torch-fp32 row of the same run: throughput and peak RSS as
     row / torch, batch-1 greedy p50 latency as a speed-up (torch / row, > 1 is faster). Each is the
-    median of the per-round ratios; ``spread`` holds their [min, max] when there were several rounds."""
+    median of the per-round ratios; ``spread`` holds that median's confidence interval when there were several
+    rounds (``metrics.median_interval``)."""
     out = {"throughput": None, "latency_p50_speedup": None, "peak_rss": None}
     if not ref or row.get("error") or ref.get("error"):
         return out
@@ -143,13 +144,15 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 def targets_table(targets: list[dict]) -> str:
-    lines = ["| target | measured (median) | spread over rounds | bound | status | gap |",
+    lines = ["| target | measured (median) | interval of the median (rounds, confidence) | bound | status | gap |",
              "|---|---|---|---|---|---|"]
     for t in targets:
         # 3 significant digits: a ratio of 0.302 against a bound of 0.3 must not print as 0.30
         value = f"{t['value']:.3g}" if t["value"] is not None else f"n/a ({t['note']})"
         spread = t.get("spread")
-        spread_text = f"{spread[0]:.3g} – {spread[1]:.3g} ({t['rounds']} rounds)" if spread and t["rounds"] > 1 else ""
+        coverage = f", {t['coverage']:.0%}" if t.get("coverage") is not None else ""  # absent from older reports
+        spread_text = (f"{spread[0]:.3g} – {spread[1]:.3g} ({t['rounds']} rounds{coverage})"
+                       if spread and t["rounds"] > 1 else "")
         lines.append(f"| {t['target']} | {value} | {spread_text} | {t['bound']} | {t['status']} | "
                      f"{t.get('gap') or ''} |")
     return "\n".join(lines)
@@ -177,10 +180,10 @@ def render_markdown(report: dict) -> str:
         f"at batch 1 (greedy and beam 4) over {s['latency_sentences']} sentences x {s['repeats']} repeats "
         f"after {s['warmup']} warm-up call(s); max_length {s['max_length']} tokens incl. </s>"
         + (" (forced: min = max)" if s["forced_length"] else ""),
-        _rounds_line(s.get("rounds", 1)),
+        _rounds_line(s.get("rounds", 1), s.get("throughput_rounds", 0)),
         f"- **target tokens**: {s['token_count_method']}",
-        f"- **memory**: peak RSS of each worker process from the OS (wait4 ru_maxrss); disk = the "
-        f"configuration's model files; MB = 2^20 bytes. Each configuration ran in a fresh process"
+        "- **memory**: peak RSS of each worker process from the OS (wait4 ru_maxrss); disk = the "
+        "configuration's model files; MB = 2^20 bytes. Each configuration ran in a fresh process"
         + (" in every round (the highest peak counts)." if s.get("rounds", 1) > 1 else "."),
         f"- **ratios**: against `{REFERENCE_CONFIG}` of this run (tok/s and RSS: row / torch; latency: "
         f"torch p50 / row p50, > 1 is faster)",
@@ -232,12 +235,15 @@ def _passes(settings: dict) -> str:
     return f"{passes} or more, until {minimum:g} s are timed," if minimum else passes
 
 
-def _rounds_line(rounds: int) -> str:
-    if rounds <= 1:
+def _rounds_line(rounds: int, throughput_rounds: int = 0) -> str:
+    if rounds + throughput_rounds <= 1:
         return "- **rounds**: 1 (ratios from one worker per configuration; no spread)"
-    return (f"- **rounds**: {rounds} interleaved (every configuration once per round, a fresh process each time, the "
-            f"order rotated by one each round); tok/s is the median over rounds, latency percentiles pool every "
-            f"round's samples; a ratio is the median of the per-round ratios, with their min–max in brackets")
+    extra = (f", then {throughput_rounds} more that time only the batch throughput (tok/s and its ratios are over "
+             f"all {rounds + throughput_rounds})" if throughput_rounds else "")
+    return (f"- **rounds**: {rounds} interleaved{extra} (every configuration once per round, a fresh process each "
+            f"time, the order rotated by one each round); tok/s is the median over rounds, latency percentiles pool "
+            f"every round's samples; a ratio is the median of the per-round ratios, with the median's confidence "
+            f"interval in brackets (the sign test's order statistics: 90% or surer from 5 rounds on, min–max below)")
 
 
 def write_json(report: dict, out_dir: Path) -> Path:

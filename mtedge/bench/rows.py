@@ -52,21 +52,23 @@ def fill_row(row: dict, result: dict, outcome: WorkerOutcome, test_set: TestSet,
     else:
         tokens = counter.count(outputs)
     seconds = metrics.median(tp["pass_s"])
+    latency = result["latency_ms"]     # None in a throughput-only round
     row.update({
         "load_s": result["load_s"],
         "first_translation_ms": result["first_translation_ms"],
-        "latency_ms": metrics.latency_summary(result["latency_ms"]["greedy"]),
-        "latency_beam4_ms": metrics.latency_summary(result["latency_ms"]["beam4"]),
+        "latency_ms": metrics.latency_summary(latency["greedy"]) if latency else None,
+        "latency_beam4_ms": metrics.latency_summary(latency["beam4"]) if latency else None,
         "throughput_tok_s": tokens / seconds if seconds else None,
         "target_tokens": tokens,
         "engine_generated_tokens": tp.get("generated_tokens"),
         "peak_rss_mb": outcome.peak_rss_mb,
         "stacks_loaded": result.get("stacks_loaded"),
         "runtime": result.get("runtime"),
-        "raw": {"latency_ms": result["latency_ms"], "throughput_pass_s": tp["pass_s"],
+        "throughput_only": bool(result.get("throughput_only")),
+        "raw": {"latency_ms": latency, "throughput_pass_s": tp["pass_s"],
                 "worker_wall_s": outcome.wall_s, "worker_own_peak_rss_mb": result.get("own_peak_rss_mb")},
     })
-    if score_quality:
+    if score_quality and not row["throughput_only"]:   # the same outputs as the full rounds' (or a warning)
         row.update(metrics.quality(outputs, test_set.references))
 
 
@@ -78,13 +80,14 @@ def round_summary(row: dict) -> dict:
             "latency_p50": (row.get("latency_ms") or {}).get("p50"),
             "latency_beam4_p50": (row.get("latency_beam4_ms") or {}).get("p50"),
             "peak_rss_mb": row.get("peak_rss_mb"), "load_s": row.get("load_s"),
-            "error": row.get("error")}
+            "throughput_only": bool(row.get("throughput_only")), "error": row.get("error")}
 
 
 def combine_rounds(rounds: list[dict], outputs: list[list[str] | None]) -> dict:
     """One configuration's row from its rounds (one fresh worker each, interleaved with the other
     configurations): throughput is the median over rounds, latency percentiles are over every round's
-    samples, peak RSS is the highest, and ``rounds`` keeps each round's figures for per-round ratios.
+    samples (throughput-only rounds have none), peak RSS is the highest, and ``rounds`` keeps each round's
+    figures for per-round ratios.
     A failed round leaves a warning; the row is an error only when every round failed."""
     measured = [row for row in rounds if not row.get("error")]
     if not measured:
@@ -96,17 +99,19 @@ def combine_rounds(rounds: list[dict], outputs: list[list[str] | None]) -> dict:
         row["rounds"] = [round_summary(row)]
         return row
     raws = [r["raw"] for r in measured]
-    greedy = [ms for raw in raws for ms in raw["latency_ms"]["greedy"]]
-    beam = [ms for raw in raws for ms in raw["latency_ms"]["beam4"]]
+    timed = [raw["latency_ms"] for raw in raws if raw["latency_ms"]]
+    greedy = [ms for latency in timed for ms in latency["greedy"]]
+    beam = [ms for latency in timed for ms in latency["beam4"]]
+    firsts = [r["first_translation_ms"] for r in measured if r.get("first_translation_ms") is not None]
     row.update({
         "throughput_tok_s": metrics.median([r["throughput_tok_s"] for r in measured]),
-        "latency_ms": metrics.latency_summary(greedy),
-        "latency_beam4_ms": metrics.latency_summary(beam),
+        "latency_ms": metrics.latency_summary(greedy) if timed else None,
+        "latency_beam4_ms": metrics.latency_summary(beam) if timed else None,
         "peak_rss_mb": max(r["peak_rss_mb"] for r in measured if r.get("peak_rss_mb") is not None),
         "load_s": metrics.median([r["load_s"] for r in measured]),
-        "first_translation_ms": metrics.median([r["first_translation_ms"] for r in measured]),
+        "first_translation_ms": metrics.median(firsts) if firsts else None,
         "rounds": [round_summary(r) for r in rounds],
-        "raw": {"latency_ms": {"greedy": greedy, "beam4": beam},
+        "raw": {"latency_ms": {"greedy": greedy, "beam4": beam} if timed else None,
                 "throughput_pass_s": [s for raw in raws for s in raw["throughput_pass_s"]],
                 "worker_wall_s": metrics.median([raw["worker_wall_s"] for raw in raws]),
                 "worker_own_peak_rss_mb": max((raw.get("worker_own_peak_rss_mb") or 0) for raw in raws) or None},

@@ -47,21 +47,8 @@ def _timed(fn, *args, **kwargs):
     return value, time.perf_counter() - start
 
 
-def measure(spec: dict) -> dict:
-    from mtedge.bench.runners import make_runner
-
-    with open(spec["sources_path"], encoding="utf-8") as fh:
-        sources = json.load(fh)
-    proto = spec["protocol"]
+def _cold_and_latency(runner, sources: list[str], proto: dict, result: dict) -> None:
     max_length, forced = proto["max_length"], proto["forced_length"]
-    runner = make_runner(spec)
-    result: dict = {"config": spec["config"]["name"], "pid": os.getpid()}
-
-    _, result["load_s"] = _timed(runner.load)
-    result["runtime"] = runner.runtime()
-    if spec["config"]["name"] in os.environ.get(FAIL_ENV, "").split(","):
-        raise RuntimeError(f"{FAIL_ENV} asked config {spec['config']['name']} to fail")
-
     # Cold: the very first translation after load (lazy allocations, kernel selection).
     _, cold_s = _timed(runner.translate, sources[:1], 1, max_length, forced, proto["length_penalty"])
     result["first_translation_ms"] = cold_s * 1000
@@ -78,6 +65,28 @@ def measure(spec: dict) -> dict:
                 _, seconds = _timed(runner.translate, [text], beam, max_length, forced, proto["length_penalty"])
                 samples.append(seconds * 1000)
         result["latency_ms"][label] = samples
+
+
+def measure(spec: dict) -> dict:
+    from mtedge.bench.runners import make_runner
+
+    with open(spec["sources_path"], encoding="utf-8") as fh:
+        sources = json.load(fh)
+    proto = spec["protocol"]
+    max_length, forced = proto["max_length"], proto["forced_length"]
+    runner = make_runner(spec)
+    result: dict = {"config": spec["config"]["name"], "pid": os.getpid()}
+
+    _, result["load_s"] = _timed(runner.load)
+    result["runtime"] = runner.runtime()
+    if spec["config"]["name"] in os.environ.get(FAIL_ENV, "").split(","):
+        raise RuntimeError(f"{FAIL_ENV} asked config {spec['config']['name']} to fail")
+
+    result["throughput_only"] = bool(spec.get("throughput_only"))
+    if result["throughput_only"]:    # a round that only adds a throughput sample (Protocol.throughput_rounds)
+        result["first_translation_ms"], result["latency_ms"] = None, None
+    else:
+        _cold_and_latency(runner, sources, proto, result)
 
     # Throughput: batches of batch_size at beam_size (CTranslate2's protocol: 32, 4, lp 0).
     batch, beam = proto["batch_size"], proto["beam_size"]

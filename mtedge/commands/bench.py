@@ -32,6 +32,9 @@ import click
 @click.option("--rounds", type=int,
               help="Interleaved rounds: every configuration once per round, each in a fresh process "
                    "(default 3, quick 1); figures are medians over rounds, ratios come with their spread.")
+@click.option("--throughput-rounds", type=int,
+              help="Then this many more rounds that time only the batch throughput (default 6, quick 0): "
+                   "enough rounds for a 90%+ interval around each throughput ratio.")
 @click.option("--max-length", type=int,
               help="Max generated tokens incl. </s> (default: the bundle's generation limit, as "
                    "mtedge translate uses; synthetic: the forced length, 32, quick 24).")
@@ -41,7 +44,8 @@ import click
 @click.option("--timeout", "timeout_s", type=float, help="Seconds one configuration may take.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def command(model, test_file, synthetic, configs, threads, out_dir, work_dir, quick, sentences, latency_sentences,
-            repeats, throughput_repeats, throughput_min_s, rounds, max_length, max_memory_mb, timeout_s, no_progress):
+            repeats, throughput_repeats, throughput_min_s, rounds, throughput_rounds, max_length, max_memory_mb,
+            timeout_s, no_progress):
     """Benchmark MODEL (a bundle, or an HF checkpoint dir exported first) on --test FILE,
     or a --synthetic model; writes report.json, report.md and plots to --out."""
     from mtedge.bench.api import bench
@@ -49,7 +53,8 @@ def command(model, test_file, synthetic, configs, threads, out_dir, work_dir, qu
     report = bench(model, test_file=test_file, synthetic=synthetic, configs=configs, threads=threads,
                    out_dir=Path(out_dir), work_dir=Path(work_dir), quick=quick, sentences=sentences,
                    latency_sentences=latency_sentences, repeats=repeats, throughput_repeats=throughput_repeats,
-                   throughput_min_s=throughput_min_s, rounds=rounds, max_length=max_length, max_memory_mb=list(max_memory_mb),
+                   throughput_min_s=throughput_min_s, rounds=rounds, throughput_rounds=throughput_rounds,
+                   max_length=max_length, max_memory_mb=list(max_memory_mb),
                    timeout_s=timeout_s, progress=not no_progress)
     from mtedge.bench.report import markdown_table, targets_table
 
