@@ -210,8 +210,14 @@ def test_matmuls_reading_one_activation_quantize_it_once(tmp_path):
     onnx.save(model, str(src))
     quantize_rowwise(src, dst)
     ops = [node.op_type for node in onnx.load(str(dst)).graph.node]
-    assert ops.count("MatMulIntegerToFloat") == 3 and ops.count("Abs") == 1 and ops.count("Round") == 1
+    assert ops.count("MatMulIntegerToFloat") == 3 and ops.count("Abs") == 1 and ops.count("QuantizeLinear") == 1
     x = rng.normal(size=(2, 3, K)).astype(np.float32)
     got = ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    # what the graph must compute, step by step: per-row scale, round half to even, + 128, exact int GEMM
+    scale = np.maximum(np.abs(x).max(axis=-1, keepdims=True), 1e-12) / 127
+    x_q = np.round(x / scale).astype(np.int64)
     for y, w in zip(got, weights):
         assert np.abs(y - x @ w).max() < 0.03 * np.abs(x @ w).max()
+        w_q, w_scale = quantize_weight_columns(w)     # quantize_rowwise's default width
+        exact = (x_q @ w_q.astype(np.int64)).astype(np.float64) * scale * w_scale.reshape(-1)
+        np.testing.assert_allclose(y, exact, rtol=1e-5, atol=1e-6 * np.abs(exact).max())

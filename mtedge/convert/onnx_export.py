@@ -25,8 +25,9 @@ TASK = "text2text-generation-with-past"
 # "optimum" keeps optimum's traced one everywhere
 DECODERS = ("auto", "optimum")
 # Bumped whenever the written graphs change what they compute or how fast (2: the search head's fused
-# LogSoftmax and no Add of an all-zero final_logits_bias); a benchmark re-exports a cached bundle of another.
-GRAPH_REVISION = 2
+# LogSoftmax and no Add of an all-zero final_logits_bias; 3: int8 activations quantized by one QuantizeLinear);
+# a benchmark re-exports a cached bundle of another.
+GRAPH_REVISION = 3
 
 
 def _keep_only(directory: Path, keep: tuple[str, ...]) -> None:

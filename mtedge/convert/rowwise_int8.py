@@ -10,7 +10,7 @@ What a MatMul against a constant weight ``W [K, N]`` (or ``Transpose(W)``: the t
 shared embedding that way, and the ORT quantizer left it float) becomes::
 
     s_a   = max(|A|, over K) / 127                          # [..., 1], per row, never 0
-    A_q   = Cast<uint8>(Clip(Round(A / s_a), -127, 127) + 128)     # zero point 128: u8 x s8 kernels
+    A_q   = QuantizeLinear(A as [rows, K], s_a as [rows], 128, axis=0)  # round(A / s_a) + 128: u8 x s8 kernels
     Y     = MatMulIntegerToFloat(A_q, W_q, s_a, s_w, 128)   # W_q int8, s_w [N] per column: (A_q - 128)·W_q·s_a·s_w
 
 ``MatMulIntegerToFloat`` is onnxruntime's contrib op (domain ``com.microsoft``): one GEMM that writes float.
@@ -95,7 +95,7 @@ class _Rewriter:
         self.counts = {"matmul": 0, "transposed_matmul": 0, "gather": 0}
         self.opset = next((op.version for op in model.opset_import if op.domain in ("", "ai.onnx")), 0)
         if self.opset < 13:
-            raise RuntimeError(f"row-wise int8 needs ONNX opset >= 13 (Clip/Round as used here); the model has "
+            raise RuntimeError(f"row-wise int8 needs ONNX opset >= 13 (per-axis QuantizeLinear); the model has "
                                f"{self.opset}")
 
     def fresh(self, stem: str) -> str:
@@ -176,7 +176,8 @@ class _Rewriter:
                                           lambda: list(zip(("weight", "weight_scale"),
                                                            quantize_weight_columns(weight, self.weight_bits))),
                                           owner)
-        a_q, scale, quantize = self._quantized_rows(graph, node.input[0], node.name or "matmul")
+        k = int(tensor.dims[1] if transpose else tensor.dims[0])
+        a_q, scale, quantize = self._quantized_rows(graph, node.input[0], k, node.name or "matmul")
         _, zero_point = self._shift_and_zero_point()
         return quantize + [
             # no bias input: see the module docstring
@@ -218,9 +219,10 @@ class _Rewriter:
         return self._constant(("shift", ""), lambda: [("shift", np.array(128.0, np.float32)),
                                                        ("zero_point", np.array(128, np.uint8))], self.model.graph)
 
-    def _quantized_rows(self, graph, a: str, stem: str) -> tuple[str, str, list]:
-        """``(a_q, scale, nodes)``: ``a`` as uint8 with one scale per row, and the nodes that compute them —
-        none when an earlier MatMul of ``graph`` already quantized ``a`` (q, k and v read one input)."""
+    def _quantized_rows(self, graph, a: str, k: int, stem: str) -> tuple[str, str, list]:
+        """``(a_q, scale, nodes)``: ``a`` (last axis ``k``) as uint8 with one scale per row, and the nodes that
+        compute them — none when an earlier MatMul of ``graph`` already quantized ``a`` (q, k and v read one
+        input)."""
         from onnx import helper
 
         key = (id(graph), a)
@@ -228,20 +230,29 @@ class _Rewriter:
             return (*self.quantized[key], [])
         qmax, eps = self._constant(("qmax", ""), lambda: [("qmax", np.array(QMAX, np.float32)),
                                                            ("eps", np.array(EPS, np.float32))], self.model.graph)
-        shift, _ = self._shift_and_zero_point()
+        (rows_of_k,) = self._constant(("rows_of", str(k)), lambda: [("rows_of_k", np.array([-1, k], np.int64))],
+                                      self.model.graph)
+        (flat_shape,) = self._constant(("flat", ""), lambda: [("flat", np.array([-1], np.int64))], self.model.graph)
         t = lambda name: self.fresh(f"{stem}/{name}")  # noqa: E731
-        absolute, row_max, floored, scale, scaled, rounded, shifted, a_q = (
-            t(n) for n in ("abs", "rowmax", "floor", "scale", "scaled", "round", "shifted", "a_q"))
+        absolute, row_max, floored, scale, rows, row_scales, n_rows, zero_points, rows_q, a_shape, a_q = (
+            t(n) for n in ("abs", "rowmax", "floor", "scale", "rows", "row_scales", "n_rows", "zero_points",
+                           "rows_q", "shape", "a_q"))
         nodes = [
             helper.make_node("Abs", [a], [absolute]),
             self._reduce_max_last_axis(absolute, row_max),
             helper.make_node("Max", [row_max, eps], [floored]),
             helper.make_node("Div", [floored, qmax], [scale]),
-            # |a / scale| <= 127 by construction: Round cannot leave [-127, 127], so no Clip
-            helper.make_node("Div", [a, scale], [scaled]),
-            helper.make_node("Round", [scaled], [rounded]),
-            helper.make_node("Add", [rounded, shift], [shifted]),
-            helper.make_node("Cast", [shifted], [a_q], to=self.onnx.TensorProto.UINT8),
+            # QuantizeLinear's per-axis form takes one scale per row of a 2-D tensor: its one kernel gives the
+            # same bits as Div, Round, Add 128 and Cast (|a / scale| <= 127, so nothing saturates) in half the
+            # time of those four passes over the activation ([128, 512] at b32 beam 4: 51 vs 106 us, 2 threads)
+            helper.make_node("Reshape", [a, rows_of_k], [rows]),
+            helper.make_node("Reshape", [scale, flat_shape], [row_scales]),
+            helper.make_node("Shape", [row_scales], [n_rows]),
+            helper.make_node("ConstantOfShape", [n_rows], [zero_points],
+                             value=helper.make_tensor("zero_point", self.onnx.TensorProto.UINT8, [1], [128])),
+            helper.make_node("QuantizeLinear", [rows, row_scales, zero_points], [rows_q], axis=0),
+            helper.make_node("Shape", [a], [a_shape]),
+            helper.make_node("Reshape", [rows_q, a_shape], [a_q]),
         ]
         self.quantized[key] = (a_q, scale)
         return a_q, scale, nodes
