@@ -316,6 +316,49 @@ def test_the_graphs_search_head_gives_the_logits_paths_results(parity_case, fami
                                    [h.score for hyps in logits_path for h in hyps], rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("beam_size", [1, 4])
+def test_the_blocked_top_k_decodes_like_one_topk(parity_case, tmp_path, beam_size):
+    """The decoder with its head's TopK replaced by the two-stage top-k (taken by the export only for
+    vocabularies of >= 4096 ids; the fixture's 180 ids as 15 blocks of 12): the same ids and scores, bit for bit,
+    through a whole search with n-best, a minimum length and a batch of 12."""
+    import onnx
+
+    from mtedge.convert.search_head import top_k_nodes
+    from mtedge.engines.search_head import K_INPUT
+
+    from mtedge.bundle import sha256_file
+
+    case = parity_case("marian")
+    vocab = case.manifest["model_shape"]["vocab_size"]
+    assert vocab == 180
+    bundle = tmp_path / "bundle"
+    shutil.copytree(case.bundle, bundle)
+    blocked_dir = bundle / "onnx" / "fp32"
+    decoder = blocked_dir / "decoder_model_merged.onnx"
+    model = onnx.load(str(decoder))
+    nodes = model.graph.node
+    (index,) = [i for i, node in enumerate(nodes) if node.op_type == "TopK" and K_INPUT in node.input]
+    top_k = nodes[index]
+    blocked = top_k_nodes(top_k.input[0], vocab, 17, top_k.output[0], top_k.output[1], block=12)
+    del nodes[index]
+    for offset, node in enumerate(blocked):
+        nodes.insert(index + offset, node)
+    onnx.save(model, str(decoder))
+    manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
+    manifest["engines"]["onnx"]["fp32"]["files"][decoder.name] = {"size": decoder.stat().st_size,
+                                                                   "sha256": sha256_file(decoder)}
+    (bundle / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+
+    options = DecodeOptions(beam_size=beam_size, max_length=24, min_length=6, num_hypotheses=beam_size,
+                            return_scores=True)
+    engines = [OnnxEngine(path, case.target, case.manifest["model_shape"], threads=1)
+               for path in (case.bundle / "onnx" / "fp32", blocked_dir)]
+    assert all(engine.decoder_supports_top_k() for engine in engines)
+    one_topk, two_stage = (engine.translate_ids(case.batch[:12], options) for engine in engines)
+    assert [[(h.ids, h.score) for h in hyps] for hyps in two_stage] == \
+        [[(h.ids, h.score) for h in hyps] for hyps in one_topk]
+
+
 def test_the_search_head_is_appended_once_and_names_its_log_softmax(tmp_path, parity_case):
     import onnx
 
