@@ -323,10 +323,9 @@ def test_the_blocked_top_k_decodes_like_one_topk(parity_case, tmp_path, beam_siz
     through a whole search with n-best, a minimum length and a batch of 12."""
     import onnx
 
+    from mtedge.bundle import sha256_file
     from mtedge.convert.search_head import top_k_nodes
     from mtedge.engines.search_head import K_INPUT
-
-    from mtedge.bundle import sha256_file
 
     case = parity_case("marian")
     vocab = case.manifest["model_shape"]["vocab_size"]

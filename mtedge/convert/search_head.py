@@ -126,9 +126,10 @@ def append_search_head(path: Path, renormalize: bool) -> bool:
 def top_k_block(vocab) -> int | None:
     """The block size of the two-stage top-k over ``vocab`` ids, or None (one TopK) for a small, symbolic or
     prime-ish vocabulary: the divisor of ``vocab`` in BLOCK_SIZES whose block x block x k is nearest ``vocab``,
-    which balances the first TopK's vocab / block blocks against the second's k x block candidates. Measured on [128, vocab]
-    scores, k 8, 2 threads (AMD EPYC Zen 4): opus-mt's 58,101 ids one TopK 3.1 ms, blocks of 107 2.2 ms, of
-    181 2.5, of 321 3.1, of 543 3.8; 65,536 ids one TopK 2.7 ms, blocks of 64 2.3, of 256 2.9."""
+    which balances the first TopK's vocab / block blocks against the second's k x block candidates. Stand-alone
+    timings of block sizes on [128, vocab] scores swung more between runs than the sizes differed; end to end
+    (opus-mt int8, b32 beam 4) blocks of 107 and of 321 were both ~2-3% faster than one TopK
+    (mtedge/DESIGN.md §4.14)."""
     if not isinstance(vocab, int) or vocab < BLOCKED_TOP_K_MIN_VOCAB:
         return None
     divisors = [size for size in BLOCK_SIZES if vocab % size == 0 and vocab // size > 1]
@@ -139,8 +140,8 @@ def top_k_nodes(scores: str, vocab, opset: int, values: str, ids: str, block: in
     """Nodes writing ``values`` and ``ids``, the ``search_k`` best of ``scores`` [rows, t, vocab] along the
     last axis, as ONE TopK gives them: best first, equal scores to the lower id.
 
-    onnxruntime's TopK over opus-mt's 58k ids took ~4 ms of a ~60 ms b32 beam 4 step (128 rows, 2 threads, its
-    profile). When a block size divides the vocabulary (``top_k_block``), the ids are seen as
+    onnxruntime's TopK over opus-mt's 58k ids took 2.7-4.3 ms of a ~57 ms b32 beam 4 step (128 rows, 2 threads,
+    its profile); the two stages ~1.3 ms. When a block size divides the vocabulary (``top_k_block``), the ids are seen as
     [blocks, block]: one vectorised ReduceMax pass gives each block's best score, the k best blocks hold
     the k best ids (a block outside them has k blocks before it, each with its own better-or-equal, lower-id
     score), and the second TopK runs over those k blocks only (k x block candidates). The chosen blocks are
