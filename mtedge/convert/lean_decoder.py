@@ -16,6 +16,11 @@ beams of each sentence, in order). At b32 beam 4 the cross keys/values were the 
 (128 rows x 6 layers x 2 x [8, source, 64] floats, ~21 MB a layer at 40 source tokens: 1.1 ms a layer on a
 2-vCPU AMD EPYC, memory-bound), four times what one copy per sentence reads.
 
+A later step's self-attention has a second form, chosen per call by the ``cache_in_place`` input (default: off,
+optimum's contract): ``DecoderMaskedMultiHeadAttention`` writing the new position into the past buffers, bound
+as the present outputs too, and reading beams through an indirection table, so a beam step copies neither the
+cache rows the beams continue nor past + new into present (mtedge/engines/in_place_cache.py).
+
 Each family's layout (``LAYOUTS``) is read off its ``transformers`` modeling file (4.57): embeddings scaled by
 sqrt(d_model) when ``scale_embedding``; positions ``past .. past + len`` (Marian: a non-interleaved sin|cos
 table; mBART: a learned table offset by 2; M2M100: fairseq's sin|cos table indexed pad-aware from
@@ -32,6 +37,9 @@ from pathlib import Path
 
 import numpy as np
 
+from mtedge.engines.in_place_cache import (BEAM_WIDTH_INPUT, IN_PLACE, IN_PLACE_INPUT, INDIRECTION_INPUT,
+                                           PAST_LENGTH_INPUT)
+from mtedge.engines.in_place_cache import METADATA as CACHE_METADATA
 from mtedge.engines.onnx_engine import CROSS_METADATA, CROSS_PER_SOURCE
 
 CONTRIB = "com.microsoft"
@@ -148,13 +156,15 @@ class _Builder:
     # -- one branch -------------------------------------------------------------------------------
     def branch(self, first_step: bool):
         """The ``If`` branch for the first step (cross K/V computed from the encoder states) or a later one
-        (cross K/V read from the inputs). Both read the outer graph's inputs and weights."""
+        (cross K/V read from the inputs; the self-attention over past + new, or on the in-place cache). Both read
+        the outer graph's inputs and weights."""
         h, nodes = self.h, []
         counter = iter(range(10_000))
+        mode = "first" if first_step else "next"
 
-        def op(op_type, inputs, n_out=1, domain="", **attrs):
+        def op(op_type, inputs, n_out=1, domain="", names=None, **attrs):
             i = next(counter)
-            outputs = [f"{'first' if first_step else 'next'}/{op_type}_{i}_{k}" for k in range(n_out)]
+            outputs = names or [f"{mode}/{op_type}_{i}_{k}" for k in range(n_out)]
             nodes.append(h.make_node(op_type, inputs, outputs, domain=domain or None, **attrs))
             return outputs[0] if n_out == 1 else outputs
 
@@ -163,7 +173,7 @@ class _Builder:
         x = op("Gather", [embedding, "input_ids"])
         if config.get("scale_embedding"):
             x = op("Mul", [x, self.const("lean/embed_scale", np.array(np.sqrt(d), np.float32))])
-        x = op("Add", [x, self.positions(op)])
+        x = op("Add", [x, self.positions(op, first_step)])
         if layout.embedding_norm:
             x = op("LayerNormalization", [x, *self.norm_weights(layout.embedding_norm)], axis=-1, epsilon=1e-5)
         mask = op("Cast", ["encoder_attention_mask"], to=self.tp.INT32)
@@ -204,10 +214,12 @@ class _Builder:
             qkv_bias = self.const(f"{p}.self_attn.qkv_bias", np.concatenate(
                 [self.w[f"{p}.self_attn.{n}_proj.bias"] for n in "qkv"]))
             q, k, v = op("MatMul", [x, wq]), op("MatMul", [x, wk]), op("MatMul", [x, wv])
-            attn, key, value = op("MultiHeadAttention",
-                                  [q, k, v, qkv_bias, "", "", f"past_key_values.{layer}.decoder.key",
-                                   f"past_key_values.{layer}.decoder.value"], n_out=3, domain=CONTRIB,
-                                  num_heads=self.heads, unidirectional=1)
+            past = [f"past_key_values.{layer}.decoder.key", f"past_key_values.{layer}.decoder.value"]
+            if first_step:
+                attn, key, value = op("MultiHeadAttention", [q, k, v, qkv_bias, "", "", *past], n_out=3,
+                                      domain=CONTRIB, num_heads=self.heads, unidirectional=1)
+            else:
+                attn, key, value = self.self_attention(op, layer, q, k, v, qkv_bias, past)
             present[f"present.{layer}.decoder.key"], present[f"present.{layer}.decoder.value"] = key, value
             wo, bo = self.linear(f"{p}.self_attn.out_proj")
             x, residual_of[0] = after(op("MatMul", [attn, wo]), bo, layer, "self_attn_layer_norm")
@@ -246,7 +258,8 @@ class _Builder:
             logits = op("Add", [logits, self.const("final_logits_bias", self.w["final_logits_bias"][0])])
         nodes.append(h.make_node("Identity", [logits], ["logits"]))
         for name, value in present.items():
-            nodes.append(h.make_node("Identity", [value], [name]))
+            if value != name:
+                nodes.append(h.make_node("Identity", [value], [name]))
             outputs.append(name)
         return nodes, outputs
 
@@ -264,10 +277,39 @@ class _Builder:
         return op("SkipLayerNormalization", [sublayer, residual, *self.norm_weights(norm), bias], domain=CONTRIB,
                   epsilon=1e-5)
 
-    def positions(self, op) -> str:
-        """The position embeddings of the new tokens, which follow the ``past`` cached ones."""
+    def self_attention(self, op, layer: int, q: str, k: str, v: str, qkv_bias: str, past: list[str]):
+        """A later step's self-attention: ``MultiHeadAttention`` over past + new (optimum's contract), or, when
+        :data:`IN_PLACE_INPUT` says so, ``DecoderMaskedMultiHeadAttention`` on the in-place cache (one new
+        position a row, written into the past buffers themselves, earlier positions read through the beams'
+        indirection table: mtedge/engines/in_place_cache.py). The choice is a small ``If`` per layer that holds
+        only the attention node: one ``If`` around two whole later-step bodies put the bodies' weights two
+        graphs down, where onnxruntime 1.32 does not pre-pack them (opus-mt int8_latency: 120 ms a batch-1
+        step instead of 3)."""
+        h, present = self.h, [name.replace("past_key_values", "present") for name in past]
+        scope = f"next/self_attention_{layer}"
+        in_place = h.make_node("DecoderMaskedMultiHeadAttention",
+                               [q, k, v, "", "", *past, PAST_LENGTH_INPUT, BEAM_WIDTH_INPUT, INDIRECTION_INPUT,
+                                qkv_bias], [f"{scope}/in_place_{n}" for n in ("out", "key", "value")],
+                               domain=CONTRIB, num_heads=self.heads, past_present_share_buffer=1)
+        concatenated = h.make_node("MultiHeadAttention", [q, k, v, qkv_bias, "", "", *past],
+                                   [f"{scope}/past_present_{n}" for n in ("out", "key", "value")], domain=CONTRIB,
+                                   num_heads=self.heads, unidirectional=1)
+
+        def body(node, name):
+            return h.make_graph([node], name, [], [h.make_tensor_value_info(o, self.tp.FLOAT, None)
+                                                   for o in node.output])
+
+        # the present outputs keep their graph names (no Identity between the kernel and the bound buffer)
+        return op("If", [IN_PLACE_INPUT], n_out=3, names=[f"{scope}/out", *present],
+                  then_branch=body(in_place, f"{scope}/in_place"), else_branch=body(concatenated, f"{scope}/past_present"))
+
+    def positions(self, op, first_step: bool) -> str:
+        """The position embeddings of the new tokens, which follow the ``past`` cached ones (in a later step
+        on the in-place cache the buffer's length is its capacity: the positions it holds are an input)."""
         config, d, kind = self.config, self.d, self.layout.positions
         past_len = op("Shape", ["past_key_values.0.decoder.key"], start=2, end=3)
+        if not first_step:
+            past_len = op("Where", [IN_PLACE_INPUT, op("Cast", [PAST_LENGTH_INPUT], to=self.tp.INT64), past_len])
         if kind == "m2m100":   # fairseq: pads keep position padding_idx, tokens count on from padding_idx + 1
             pad = config["pad_token_id"]
             not_pad = op("Cast", [op("Not", [op("Equal", ["input_ids", self.const("lean/pad", np.array(pad, np.int64))])])],
@@ -333,14 +375,23 @@ def build_decoder(model_dir: Path, out_path: Path) -> dict:
                    kv(f"past_key_values.{layer}.encoder.key", "encoder_sequence_length"),
                    kv(f"past_key_values.{layer}.encoder.value", "encoder_sequence_length")]
     inputs.append(value("use_cache_branch", TensorProto.BOOL, [1]))
+    # the in-place cache's inputs, with defaults that select MultiHeadAttention (mtedge/engines/in_place_cache.py)
+    defaults = {IN_PLACE_INPUT: np.array([False]), PAST_LENGTH_INPUT: np.array([0], np.int32),
+                BEAM_WIDTH_INPUT: np.array([1], np.int32), INDIRECTION_INPUT: np.zeros((1, 1, 1), np.int32)}
+    shapes = {INDIRECTION_INPUT: ["cache_blocks", "beam_width", "cache_capacity"]}
+    for name, default in defaults.items():
+        inputs.append(value(name, helper.np_dtype_to_tensor_dtype(default.dtype), shapes.get(name, [1])))
+        builder.const(name, default)
     branch = helper.make_node("If", ["use_cache_branch"], [o.name for o in outputs], then_branch=later,
                               else_branch=first)
     graph = helper.make_graph([branch], "lean_decoder", inputs, outputs, builder.initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(CONTRIB, 1)],
                               producer_name="mtedge")
-    helper.set_model_props(model, {CROSS_METADATA: CROSS_PER_SOURCE})
+    helper.set_model_props(model, {CROSS_METADATA: CROSS_PER_SOURCE, CACHE_METADATA: IN_PLACE})
     # one protobuf holds at most 2 GB; beyond that the weights go to a side file, as optimum does
     big = sum(init.ByteSize() for init in builder.initializers) > 1_500_000_000
     onnx.save(model, str(out_path), save_as_external_data=big, location=Path(out_path).name + "_data")
-    return {"decoder": "lean (mtedge/convert/lean_decoder.py): MultiHeadAttention + SkipLayerNormalization",
+    return {"decoder": "lean (mtedge/convert/lean_decoder.py): MultiHeadAttention + SkipLayerNormalization, "
+                       "in-place self-attention cache (DecoderMaskedMultiHeadAttention)",
             "nodes_per_step": len(next_nodes)}
+

@@ -26,8 +26,9 @@ TASK = "text2text-generation-with-past"
 DECODERS = ("auto", "optimum")
 # Bumped whenever the written graphs change what they compute or how fast (2: the search head's fused
 # LogSoftmax and no Add of an all-zero final_logits_bias; 3: int8 activations quantized by one QuantizeLinear;
-# 4: the search head's two-stage top-k over a large vocabulary); a benchmark re-exports a cached bundle of another.
-GRAPH_REVISION = 4
+# 4: the search head's two-stage top-k over a large vocabulary; 5: the lean decoder's in-place self-attention
+# cache); a benchmark re-exports a cached bundle of another.
+GRAPH_REVISION = 5
 
 
 def _keep_only(directory: Path, keep: tuple[str, ...]) -> None:
