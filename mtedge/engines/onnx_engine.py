@@ -274,6 +274,8 @@ class OnnxDecoderState:
         self.self_cache: list | None = None     # [rows, heads, past, head_dim] per self_inputs name
         self.kept: InPlaceCache | None = None   # instead of self_cache when the cache is kept in place
         self.binding: InPlaceBinding | None = None
+        self.counters = {in_place_cache.PAST_LENGTH_INPUT: np.zeros(1, np.int32),   # bound once, set each step
+                         in_place_cache.BEAM_WIDTH_INPUT: np.zeros(1, np.int32)}
         self.source_cross: list | None = None   # [sources, heads, src_len, head_dim] per cross_inputs name
         self.cross: list | None = None          # the same, one row per decoder row
         self.mask: np.ndarray | None = None     # encoder mask, one row per decoder row
@@ -353,8 +355,6 @@ class OnnxDecoderState:
         cache.reserve()
         if self.binding is None or self.binding.wanted != wanted:
             self.binding = InPlaceBinding(self.engine.decoder, wanted)
-            self.counters = {in_place_cache.PAST_LENGTH_INPUT: np.zeros(1, np.int32),
-                             in_place_cache.BEAM_WIDTH_INPUT: np.zeros(1, np.int32)}
         self.counters[in_place_cache.PAST_LENGTH_INPUT][0] = cache.length
         self.counters[in_place_cache.BEAM_WIDTH_INPUT][0] = cache.width
         feeds = {"encoder_attention_mask": self.mask, "input_ids": tokens,
@@ -405,7 +405,8 @@ class InPlaceBinding:
             self.binding.bind_output(name, "cpu")
 
     def input(self, name: str, array: np.ndarray) -> None:
-        if name not in self.bound or self.bound[name][0] is not array:
+        # a strided array is bound as a copy, which would not see later changes: bound again every step
+        if name not in self.bound or self.bound[name][0] is not array or not array.flags.c_contiguous:
             value = _import_onnxruntime().OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array))
             self.binding.bind_ortvalue_input(name, value)
             self.bound[name] = (array, value)
