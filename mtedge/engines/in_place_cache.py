@@ -5,11 +5,11 @@ With ``past`` in and ``present`` out, a beam step copies the self-attention cach
 reorder gathers the rows the surviving beams continue, and ``MultiHeadAttention`` concatenates past and the new
 position into ``present``. In a later step the lean decoder (``mtedge/convert/lean_decoder.py``) can run each
 layer's self-attention, when :data:`IN_PLACE_INPUT` says so, as onnxruntime's
-``com.microsoft.DecoderMaskedMultiHeadAttention`` with ``past_present_share_buffer``: ``past`` and ``present`` are the same [rows, heads, capacity, head_dim]
-buffer (bound to one ``OrtValue`` by IO binding), the step writes position :data:`PAST_LENGTH_INPUT` of each
-row, and reads earlier positions of row ``(sentence, beam)`` from row ``(sentence, indirection[sentence,
-beam, position])``, so a reorder rewrites the int32 table, not the cache (ORT's own BeamSearch op keeps its
-cache this way). Finished sentences leave by whole blocks of rows; anything else (the first expansion to the
+``com.microsoft.DecoderMaskedMultiHeadAttention`` with ``past_present_share_buffer``: ``past`` and ``present``
+are the same [rows, heads, capacity, head_dim] buffer (bound to one ``OrtValue`` by IO binding), the step
+writes position :data:`PAST_LENGTH_INPUT` of each row, and reads earlier positions of row ``(sentence, beam)``
+from row ``(sentence, indirection[sentence, beam, position])``, so a reorder rewrites the int32 table, not the
+cache (ORT's own BeamSearch op keeps its cache this way). Finished sentences leave by whole blocks of rows; anything else (the first expansion to the
 beams, a layout that is not equal blocks) resolves the table into a fresh buffer.
 
 The inputs carry defaults (graph initializers) that select ``MultiHeadAttention``, so optimum's
@@ -113,7 +113,8 @@ class InPlaceCache:
         if (physical == physical[:, :1]).all():   # every row's positions in one row: a plain row gather
             return np.take(buffer[:, :, :self.length], physical[:, 0], axis=0)
         positions = np.arange(self.length)[None, :]
-        return buffer[physical, :, positions, :].transpose(0, 2, 1, 3)   # [rows, length, heads, d] → [rows, heads, ...]
+        # advanced indices first: [rows, length, heads, head_dim] → [rows, heads, length, head_dim]
+        return buffer[physical, :, positions, :].transpose(0, 2, 1, 3)
 
     def _reallocate(self, capacity: int) -> None:
         grown = []
