@@ -9,8 +9,9 @@ layer's self-attention, when :data:`IN_PLACE_INPUT` says so, as onnxruntime's
 are the same [rows, heads, capacity, head_dim] buffer (bound to one ``OrtValue`` by IO binding), the step
 writes position :data:`PAST_LENGTH_INPUT` of each row, and reads earlier positions of row ``(sentence, beam)``
 from row ``(sentence, indirection[sentence, beam, position])``, so a reorder rewrites the int32 table, not the
-cache (ORT's own BeamSearch op keeps its cache this way). Finished sentences leave by whole blocks of rows; anything else (the first expansion to the
-beams, a layout that is not equal blocks) resolves the table into a fresh buffer.
+cache (ORT's own BeamSearch op keeps its cache this way). Finished sentences leave by whole blocks of rows;
+anything else (the first expansion to the beams, a layout that is not equal blocks) resolves the table into a
+fresh buffer.
 
 The inputs carry defaults (graph initializers) that select ``MultiHeadAttention``, so optimum's
 ``ORTModelForSeq2SeqLM`` and any runtime that feeds only optimum's contract runs the same file; onnxruntime
