@@ -342,7 +342,7 @@ class OnnxDecoderState:
         layers, first = len(graph.self_outputs), len(wanted)
         self.self_cache = outputs[first:first + layers]
         if self.keep_in_place:
-            self.kept, self.self_cache = InPlaceCache(self.self_cache), None
+            self.kept, self.self_cache = InPlaceCache(self.self_cache, take=self._take), None
         self.source_cross = outputs[first + layers:]
         self.cross, self.mask = self.source_cross, self.source_mask
         self.row_sources = np.arange(sources)
