@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from mtedge.decoding.beam import _survivors
 from mtedge.engines.in_place_cache import FIRST_CAPACITY, InPlaceCache
 
 HEADS, HEAD_DIM = 2, 3
@@ -92,3 +93,57 @@ def test_an_in_block_reorder_moves_no_cache_row():
     ref.select(np.array([1, 1, 2, 3]), 2)
     for old, new in zip(before, ref.cache.buffers):
         np.testing.assert_array_equal(old, new)                   # the reorder is the table's alone
+
+
+def _finish(rng, rows: np.ndarray, sentences: int, beams: int, done: np.ndarray):
+    """The rows after the ``done`` sentences leave, the survivors placed as the beam search places them."""
+    survivors = _survivors(done)
+    return rows.reshape(sentences, beams)[survivors].reshape(-1), len(survivors)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_finished_sentences_leave_inside_the_same_buffers(seed):
+    """The beam search fills a finished sentence's place with the last live one, so its block is copied over
+    the finished one and the buffers are cut to the live rows: the same memory, still the plain cache."""
+    rng = np.random.default_rng(seed)
+    sentences, beams = 7, 3
+    ref = _Reference(rng, sentences, prefix=2)
+    ref.select(np.repeat(np.arange(sentences), beams), beams)
+    for step in range(12):
+        ref.step()
+        rows = _beam_reorder(rng, sentences, beams)
+        if step in (2, 5, 6, 9):
+            done = np.zeros(sentences, dtype=bool)
+            done[rng.choice(sentences, 1 + (step == 6), replace=False)] = True   # two at once at step 6
+            rows, sentences = _finish(rng, rows, sentences, beams, done)
+            buffers = ref.cache.buffers
+            ref.select(rows, beams)
+            assert all(np.shares_memory(old, new) for old, new in zip(buffers, ref.cache.buffers))
+            assert ref.cache.rows == sentences * beams
+        else:
+            ref.select(rows, beams)
+
+
+def test_blocks_in_any_other_order_are_gathered_anew():
+    rng = np.random.default_rng(5)
+    ref = _Reference(rng, 4, prefix=1)
+    ref.select(np.repeat(np.arange(4), 2), 2)
+    ref.step()
+    buffers = ref.cache.buffers
+    ref.select(np.array([6, 7, 0, 1, 2, 3]), 2)     # block 3 first, then blocks 0 and 1: moves over live blocks
+    assert not any(np.shares_memory(old, new) for old, new in zip(buffers, ref.cache.buffers))
+    ref.step()
+
+
+def test_the_survivors_keep_their_places_and_the_last_fill_the_gaps():
+    done = np.array([False, True, False, False, True, False, False])
+    np.testing.assert_array_equal(_survivors(done), [0, 5, 2, 3, 6])
+    np.testing.assert_array_equal(_survivors(np.array([False, False, True])), [0, 1])
+    np.testing.assert_array_equal(_survivors(np.array([True, True])), [])
+
+
+def test_the_first_expansion_sizes_the_buffers_for_growth_by_doubling():
+    rng = np.random.default_rng(11)
+    ref = _Reference(rng, 3, prefix=2)
+    ref.select(np.repeat(np.arange(3), 2), 2)
+    assert ref.cache.capacity == FIRST_CAPACITY                  # not the 3 positions the first step wrote

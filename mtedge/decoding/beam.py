@@ -16,7 +16,8 @@ At the start only beam 0 is live (the others score ``-1e9``), so identical beams
 Differences that do not change results: a done sentence leaves the batch (HF keeps computing it,
 but nothing it computes can enter its finished set), and the forced target prefix is fed in the
 first model call instead of one token per step (every beam takes the forced token with log-prob 0,
-so HF's state after those steps equals the initial one). Candidates are taken per row (the top
+so HF's state after those steps equals the initial one); when sentences finish, the last live ones take their
+places (:func:`_survivors`), as nothing in a sentence's search depends on its row. Candidates are taken per row (the top
 ``K`` of a row are the only ones of that row that can be in the sentence's top ``K``). Ties, which
 ``torch.topk`` orders arbitrarily, go to the lower (beam, token) index.
 """
@@ -52,6 +53,17 @@ def _prefix_only(num_sources: int, options: DecodeOptions) -> list[list[Hypothes
     scores = [0.0] + [float(DEAD_SCORE / divisor)] * (options.num_hypotheses - 1)
     return [[Hypothesis([], s if options.return_scores else None) for s in scores]
             for _ in range(num_sources)]
+
+
+def _survivors(done: np.ndarray) -> np.ndarray:
+    """The live sentences (old indices, by their new places) once the ``done`` ones leave: a sentence keeps its
+    place unless it is past the new end, and those past it fill the places of the finished ones. An engine
+    that keeps its cache in place (mtedge/engines/in_place_cache.py) then moves only the blocks that fill the
+    holes; keeping the old order would shift every block after the first one that finished."""
+    keep = np.flatnonzero(~done)
+    order = np.arange(keep.size)
+    order[done[:keep.size]] = keep[keep >= keep.size]
+    return order
 
 
 def beam_search(model: StepModel, num_sources: int, rules: TokenRules,
@@ -147,7 +159,7 @@ def beam_search(model: StepModel, num_sources: int, rules: TokenRules,
             for sentence in np.flatnonzero(done):
                 results[sources[sentence]] = _hypotheses(fin_seqs[sentence], fin_scores[sentence],
                                                          fin_lengths[sentence], rules, options)
-            keep = np.flatnonzero(~done)
+            keep = _survivors(done)
             if keep.size == 0:
                 return results
         else:

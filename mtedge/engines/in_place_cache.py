@@ -9,9 +9,10 @@ layer's self-attention, when :data:`IN_PLACE_INPUT` says so, as onnxruntime's
 are the same [rows, heads, capacity, head_dim] buffer (bound to one ``OrtValue`` by IO binding), the step
 writes position :data:`PAST_LENGTH_INPUT` of each row, and reads earlier positions of row ``(sentence, beam)``
 from row ``(sentence, indirection[sentence, beam, position])``, so a reorder rewrites the int32 table, not the
-cache (ORT's own BeamSearch op keeps its cache this way). Finished sentences leave by whole blocks of rows;
-anything else (the first expansion to the beams, a layout that is not equal blocks) resolves the table into a
-fresh buffer.
+cache (ORT's own BeamSearch op keeps its cache this way). Finished sentences leave by whole blocks of rows:
+the blocks that take their places are copied inside the same buffers (the beam search fills them with the last
+live sentences); anything else (the first expansion to the beams, a layout that is not equal blocks) resolves
+the table into a fresh buffer.
 
 The inputs carry defaults (graph initializers) that select ``MultiHeadAttention``, so optimum's
 ``ORTModelForSeq2SeqLM`` and any runtime that feeds only optimum's contract runs the same file; onnxruntime
@@ -32,7 +33,9 @@ INPUTS = (IN_PLACE_INPUT, PAST_LENGTH_INPUT, BEAM_WIDTH_INPUT, INDIRECTION_INPUT
 METADATA = "mtedge_self_attention_cache"      # graph metadata of a decoder that has the in-place body
 IN_PLACE = "in_place"
 # Positions a buffer holds at first; it doubles when full. Sizing it for max_length up front would hold
-# b32 beam 4 at 256 tokens' cache (~0.8 GB at opus-mt's shape) from the first step.
+# b32 beam 4 at 256 tokens' cache (~0.8 GB at opus-mt's shape) from the first step, and fresh memory is not
+# free: on a 2-vCPU AMD EPYC VM, twelve new [128, 8, 64, 64] buffers took 26-165 ms to fill their first
+# position (numpy asks for huge pages, and each is zeroed on first touch), against ~40 ms for a whole step.
 FIRST_CAPACITY = 16
 
 
@@ -81,9 +84,7 @@ class InPlaceCache:
         kept = parent_blocks[:, 0]
         if width == self.width and (parent_blocks == kept[:, None]).all() and len(np.unique(kept)) == blocks:
             if not np.array_equal(kept, np.arange(len(self.indirection))):   # sentences left: drop their blocks
-                physical = (kept[:, None] * width + np.arange(width)).reshape(-1)
-                self.buffers = [self.take(b, physical) for b in self.buffers]
-                self.indirection = self.indirection[kept]
+                self._drop_blocks(kept)
             beams = (rows % width).reshape(blocks, width, 1)
             used = self.indirection[:, :, :self.length]
             self.indirection[:, :, :self.length] = np.take_along_axis(used, beams, axis=1)
@@ -100,10 +101,31 @@ class InPlaceCache:
         return self._gather(buffer, self.physical_rows(np.arange(self.rows)))
 
     # -- internals --------------------------------------------------------------------------
+    def _drop_blocks(self, kept: np.ndarray) -> None:
+        """Block ``kept[i]`` becomes block ``i``; the others leave. When every block that moves comes from past
+        the new end (the beam search fills the places of finished sentences with the last live ones), it is
+        copied over a finished one inside the same buffers, which are then cut to the live rows: nothing is
+        allocated and only the moved blocks' positions are copied. Any other order is gathered anew."""
+        width, blocks = self.width, len(kept)
+        moved = np.flatnonzero(kept != np.arange(blocks))
+        if (kept[moved] >= blocks).all():
+            used = slice(0, self.length)
+            for buffer in self.buffers:
+                for block in moved:
+                    source = kept[block] * width
+                    buffer[block * width:(block + 1) * width, :, used] = buffer[source:source + width, :, used]
+            self.buffers = [buffer[:blocks * width] for buffer in self.buffers]   # leading rows: still contiguous
+        else:
+            physical = (kept[:, None] * width + np.arange(width)).reshape(-1)
+            self.buffers = [self.take(buffer, physical) for buffer in self.buffers]
+        self.indirection = self.indirection[kept]
+
     def _resolve(self, rows: np.ndarray, width: int) -> None:
         """Copy each new row's positions into a row of its own, in blocks of ``width``."""
         physical = self.physical_rows(rows)
-        capacity = max(self.capacity, self.length + 1)
+        # the first expansion starts the buffers at FIRST_CAPACITY (not at the first step's 1 + prefix, to be
+        # grown to it at once by the next step)
+        capacity = max(self.capacity, FIRST_CAPACITY, self.length + 1)
         resolved = []
         for buffer in self.buffers:
             fresh = np.zeros((len(rows),) + buffer.shape[1:2] + (capacity,) + buffer.shape[3:], buffer.dtype)
