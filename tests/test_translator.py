@@ -395,6 +395,25 @@ def test_ten_thousand_sentences_stream_in_bounded_chunks(tiny_unvalidated_bundle
     assert max(largest_call) <= 500
 
 
+@pytest.mark.parametrize("engine,precision", [("onnx", "fp32"), ("onnx", "int8"), ("ct2", "int8")])
+@pytest.mark.parametrize("beam_size", [1, 4])
+def test_translating_leaves_no_reference_cycles(translators, sources, engine, precision, beam_size):
+    """What a call allocates (a batch's caches are the big part) must go by reference counting when the call
+    returns: garbage in a cycle waits for Python's cyclic GC, which counts objects, not bytes, so a long-running
+    process grew by a batch's caches per batch (the ONNX in-place cache once held its state's bound method)."""
+    import gc
+
+    translator = translators("marian", engine, precision)
+    translator.translate(sources[:8], beam_size=beam_size)   # load-time objects are not the call's
+    gc.collect()
+    gc.disable()
+    try:
+        translator.translate(sources[:8], beam_size=beam_size)
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
+
+
 # -- the runtime path stays light --------------------------------------------------------------------
 def run_python(code: str) -> None:
     subprocess.run([sys.executable, "-c", textwrap.dedent(code)], check=True, cwd=ROOT, timeout=120)
