@@ -33,8 +33,12 @@ def test_layout_and_manifest(tiny_unvalidated_bundle):
     assert len(m["source_model"]["sha256"]) == 64
     for precision in ("fp32", "int8", "int8_latency"):
         names = sorted(p.name for p in bundle.engine_dir("onnx", precision).iterdir())
-        # only the encoder and the merged decoder; the non-merged decoders are dropped
-        assert names == ["decoder_model_merged.onnx", "encoder_model.onnx"]
+        # only the encoder and the merged decoder, each with its weights in a side file; the non-merged
+        # decoders are dropped
+        assert names == ["decoder_model_merged.onnx", "decoder_model_merged.onnx_data", "encoder_model.onnx",
+                         "encoder_model.onnx_data"]
+        for graph in ("encoder_model.onnx", "decoder_model_merged.onnx"):
+            assert _weights_inline(bundle.engine_dir("onnx", precision) / graph) == []
     for precision in ("float32", "int8"):
         assert (bundle.engine_dir("ct2", precision) / "model.bin").is_file()
     assert (bundle.engine_dir("torch", "fp32") / "model.safetensors").is_file()
@@ -76,6 +80,20 @@ def test_tokenizer_files_match_the_hf_tokenizer(tiny_unvalidated_bundle):
     assert (spec["source_prefix"], spec["source_suffix"], spec["target_prefix"], spec["bad_words_ids"]) == expected
     if family == "t5":
         assert spec["legacy"] is False
+
+
+def _weights_inline(path) -> list[str]:
+    """Weights of ``path`` over 1 KB that are not in its side file ``<graph>_data`` (an input's default, such as
+    the search head's zero bias, is not a weight)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    inputs = {i.name for i in model.graph.input}
+    stored_apart = {init.name for init in model.graph.initializer
+                    if init.data_location == onnx.TensorProto.EXTERNAL
+                    and {e.key: e.value for e in init.external_data}["location"] == path.name + "_data"}
+    return [init.name for init in model.graph.initializer
+            if init.name not in stored_apart | inputs and init.ByteSize() > 1024]
 
 
 def test_int8_onnx_quantizes_every_graph(tiny_unvalidated_bundle):

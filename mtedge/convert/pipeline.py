@@ -209,6 +209,9 @@ def _build(source, staging: Path, name: str, onnx_precisions, ct2_precisions, in
             options = onnx_export.export_onnx(source.path, onnx_root / "fp16", source.family.optimum_type, "fp16",
                                               renormalize=renormalize)
             engines["onnx"]["fp16"] = _engine_record(staging, "onnx/fp16", options)
+        for precision, record in engines["onnx"].items():   # last: the int8 graphs are made from fp32's
+            onnx_export.store_weights_apart(staging / record["dir"])
+            engines["onnx"][precision] = _engine_record(staging, record["dir"], record["options"])
 
     if ct2_precisions:
         log(f"[export] ctranslate2 {', '.join(ct2_precisions)}")
