@@ -38,7 +38,10 @@ def test_layout_and_manifest(tiny_unvalidated_bundle):
         assert names == ["decoder_model_merged.onnx", "decoder_model_merged.onnx_data", "encoder_model.onnx",
                          "encoder_model.onnx_data"]
         for graph in ("encoder_model.onnx", "decoder_model_merged.onnx"):
-            assert _weights_inline(bundle.engine_dir("onnx", precision) / graph) == []
+            graph_file = bundle.engine_dir("onnx", precision) / graph
+            assert _weights_inline(graph_file) == []
+            side_file = graph_file.with_name(graph + "_data")
+            assert side_file.stat().st_mode & 0o777 == graph_file.stat().st_mode & 0o777   # as readable
     for precision in ("float32", "int8"):
         assert (bundle.engine_dir("ct2", precision) / "model.bin").is_file()
     assert (bundle.engine_dir("torch", "fp32") / "model.safetensors").is_file()

@@ -56,6 +56,8 @@ def store_weights_apart(directory: Path) -> None:
             old.unlink()               # onnx.save appends to an existing side file
         onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                   location=path.name + WEIGHTS_SUFFIX, size_threshold=1024)
+        # onnx 1.x creates the side file owner-only (0600): readable by whoever may read the graph
+        (path.parent / (path.name + WEIGHTS_SUFFIX)).chmod(path.stat().st_mode & 0o777)
 
 
 def export_onnx(model_dir: Path, out_dir: Path, family_optimum_type: str, dtype: str = "fp32", *,
