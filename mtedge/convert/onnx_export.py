@@ -31,9 +31,8 @@ DECODERS = ("auto", "optimum")
 # another.
 GRAPH_REVISION = 6
 # Each graph's weights go to ``<graph>_data`` next to it (optimum's name for the side file; onnxruntime and
-# optimum read it from there). onnxruntime 1.32 holds an inline graph's weights about twice once loaded: opus-mt's
-# shape, both graphs loaded, 2 threads: fp32 899 → 569 MB RSS, int8 299 → 157 MB, and int8's peak through
-# b32 beam 4 batches 538 → 440 MB (AMD EPYC Zen 4, 2026-12-03).
+# optimum read it from there): onnxruntime 1.32 holds an inline graph's weights about twice once loaded
+# (mtedge/DESIGN.md §4.17).
 WEIGHTS_SUFFIX = "_data"
 
 

@@ -16,10 +16,10 @@ At the start only beam 0 is live (the others score ``-1e9``), so identical beams
 Differences that do not change results: a done sentence leaves the batch (HF keeps computing it,
 but nothing it computes can enter its finished set), and the forced target prefix is fed in the
 first model call instead of one token per step (every beam takes the forced token with log-prob 0,
-so HF's state after those steps equals the initial one); when sentences finish, the last live ones take their
-places (:func:`_survivors`), as nothing in a sentence's search depends on its row. Candidates are taken per row (the top
-``K`` of a row are the only ones of that row that can be in the sentence's top ``K``). Ties, which
-``torch.topk`` orders arbitrarily, go to the lower (beam, token) index.
+so HF's state after those steps equals the initial one); when sentences finish, the last live ones take
+their places (:func:`_survivors`), as nothing in a sentence's search depends on its row. Candidates are
+taken per row (the top ``K`` of a row are the only ones of that row that can be in the sentence's top ``K``).
+Ties, which ``torch.topk`` orders arbitrarily, go to the lower (beam, token) index.
 """
 
 from __future__ import annotations

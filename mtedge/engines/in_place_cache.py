@@ -33,9 +33,8 @@ INPUTS = (IN_PLACE_INPUT, PAST_LENGTH_INPUT, BEAM_WIDTH_INPUT, INDIRECTION_INPUT
 METADATA = "mtedge_self_attention_cache"      # graph metadata of a decoder that has the in-place body
 IN_PLACE = "in_place"
 # Positions a buffer holds at first; it doubles when full. Sizing it for max_length up front would hold
-# b32 beam 4 at 256 tokens' cache (~0.8 GB at opus-mt's shape) from the first step, and fresh memory is not
-# free: on a 2-vCPU AMD EPYC VM, twelve new [128, 8, 64, 64] buffers took 26-165 ms to fill their first
-# position (numpy asks for huge pages, and each is zeroed on first touch), against ~40 ms for a whole step.
+# b32 beam 4 at 256 tokens' cache (~0.8 GB at opus-mt's shape) from the first step, and fresh memory is slow
+# to touch (sizing them from the source lost: mtedge/DESIGN.md §4.14).
 FIRST_CAPACITY = 16
 
 

@@ -343,8 +343,7 @@ class OnnxDecoderState:
         self.self_cache = outputs[first:first + layers]
         if self.keep_in_place:
             # the engine's gather, not self._take: that bound method made a cycle (state -> cache -> state) which
-            # kept every batch's buffers until Python's cyclic GC ran (opus-mt int8, 8 b32 beam 4 batches in a row:
-            # 537 -> 1329 MB RSS; with the engine's gather 442 MB after each)
+            # kept every batch's buffers until Python's cyclic GC ran (mtedge/DESIGN.md §4.14)
             self.kept, self.self_cache = InPlaceCache(self.self_cache, take=self.engine.row_gather.take), None
         self.source_cross = outputs[first + layers:]
         self.cross, self.mask = self.source_cross, self.source_mask
