@@ -17,7 +17,7 @@ How the caches are handled:
   (``top_ids``, ``top_log_probs``: bans, top-k and log-softmax in the graph, mtedge/engines/search_head.py)
   where the graph has one that fits the checkpoint's generation settings, else the full ``logits``.
 - A beam reorder gathers only the self-attention cache rows — or none: a beam search on a graph with the
-  in-place body (mtedge's lean decoder, GRAPH_REVISION 5 on) keeps that cache in place after the first step
+  in-place body (mtedge's lean decoder, since GRAPH_REVISION 5) keeps that cache in place after the first step
   (``InPlaceCache``, mtedge/engines/in_place_cache.py), bound as both past and present, and a reorder
   rewrites its indirection table. Greedy searches feed past and present. The cross-attention cache (and the
   encoder mask) is the same for all beams of a sentence, so it is expanded from the per-source copy
