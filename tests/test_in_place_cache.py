@@ -95,7 +95,7 @@ def test_an_in_block_reorder_moves_no_cache_row():
         np.testing.assert_array_equal(old, new)                   # the reorder is the table's alone
 
 
-def _finish(rng, rows: np.ndarray, sentences: int, beams: int, done: np.ndarray):
+def _finish(rows: np.ndarray, sentences: int, beams: int, done: np.ndarray):
     """The rows after the ``done`` sentences leave, the survivors placed as the beam search places them."""
     survivors = _survivors(done)
     return rows.reshape(sentences, beams)[survivors].reshape(-1), len(survivors)
@@ -115,7 +115,7 @@ def test_finished_sentences_leave_inside_the_same_buffers(seed):
         if step in (2, 5, 6, 9):
             done = np.zeros(sentences, dtype=bool)
             done[rng.choice(sentences, 1 + (step == 6), replace=False)] = True   # two at once at step 6
-            rows, sentences = _finish(rng, rows, sentences, beams, done)
+            rows, sentences = _finish(rows, sentences, beams, done)
             buffers = ref.cache.buffers
             ref.select(rows, beams)
             assert all(np.shares_memory(old, new) for old, new in zip(buffers, ref.cache.buffers))
