@@ -180,7 +180,7 @@ def _build(source, staging: Path, name: str, onnx_precisions, ct2_precisions, in
 
     if onnx_precisions:
         renormalize = bool(generation.get("renormalize_logits"))   # which log-softmax the search head computes
-        engines["onnx"] = {}
+        onnx_options: dict[str, dict] = {}   # precision -> how it was made; recorded once its files are final
         onnx_root = staging / "onnx"
         onnx_root.mkdir()
         int8_kernels = {p: k for p, k in INT8_DECODER_KERNELS.items() if p in onnx_precisions}
@@ -192,7 +192,7 @@ def _build(source, staging: Path, name: str, onnx_precisions, ct2_precisions, in
                                                    renormalize=renormalize, decoder=onnx_decoder)
             log(f"[export] onnx decoder: {fp32_options['decoder']}")
             if "fp32" in onnx_precisions:
-                engines["onnx"]["fp32"] = _engine_record(staging, "onnx/fp32", fp32_options)
+                onnx_options["fp32"] = fp32_options
         for precision, kernel in int8_kernels.items():
             log(f"[export] onnx {precision} (row-wise: per-token activation scales, batch-invariant; decoder for "
                 f"{'one sentence at a time' if kernel == 'gemv' else 'batches'}; If-subgraphs included)"
@@ -201,17 +201,18 @@ def _build(source, staging: Path, name: str, onnx_precisions, ct2_precisions, in
             options = onnx_export.quantize_onnx(fp32_dir, onnx_root / precision, int8_scheme, preset, kernel)
             options["decoder"] = fp32_options["decoder"]   # the graph it was made from
             options["graph_revision"] = fp32_options["graph_revision"]
-            engines["onnx"][precision] = _engine_record(staging, f"onnx/{precision}", options)
+            onnx_options[precision] = options
         if "fp32" not in onnx_precisions and fp32_dir.exists():
             shutil.rmtree(fp32_dir)
         if "fp16" in onnx_precisions:
             log("[export] onnx fp16 (CUDA)")
             options = onnx_export.export_onnx(source.path, onnx_root / "fp16", source.family.optimum_type, "fp16",
                                               renormalize=renormalize)
-            engines["onnx"]["fp16"] = _engine_record(staging, "onnx/fp16", options)
-        for precision, record in engines["onnx"].items():   # last: the int8 graphs are made from fp32's
-            onnx_export.store_weights_apart(staging / record["dir"])
-            engines["onnx"][precision] = _engine_record(staging, record["dir"], record["options"])
+            onnx_options["fp16"] = options
+        engines["onnx"] = {}
+        for precision, options in onnx_options.items():   # last: the int8 graphs are made from fp32's
+            onnx_export.store_weights_apart(onnx_root / precision)
+            engines["onnx"][precision] = _engine_record(staging, f"onnx/{precision}", options)
 
     if ct2_precisions:
         log(f"[export] ctranslate2 {', '.join(ct2_precisions)}")
