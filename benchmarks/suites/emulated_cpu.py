@@ -38,6 +38,8 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks.suites.reports import write_report
+
 DEFAULT_CONFIGS = ("onnx:fp32", "onnx:int8", "onnx:int8_latency", "ct2:int8")
 PROBE_K, PROBE_N = 512, 16
 
@@ -183,8 +185,7 @@ def run(args: argparse.Namespace) -> dict:
                            "note": args.note},
               "cpu_features": {"native": native["cpu_features"], "emulated": emulated["cpu_features"]},
               "probe": {"native": native["probe"], "emulated": emulated["probe"]}, "translations": rows}
-    (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    (args.out / "report.md").write_text(markdown(report), encoding="utf-8")
+    write_report(args.out, report, markdown(report))
     print(markdown(report))
     return report
 

@@ -22,7 +22,6 @@ On a cluster, ``--out`` and the bundle must be at the same path on every node.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -31,6 +30,7 @@ from pathlib import Path
 
 import psutil
 
+from benchmarks.suites.reports import write_report
 from mtedge.bench.machine import describe_machine
 
 
@@ -107,8 +107,7 @@ def run(args: argparse.Namespace) -> dict:
                 "ray": where, "ray_cluster_cpus": cluster_cpus, "ray_startup_s": round(ray_startup, 2),
                 "note": args.note}
     report = {"machine": machine, "settings": settings, "runs": runs}
-    (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    (args.out / "report.md").write_text(markdown(report), encoding="utf-8")
+    write_report(args.out, report, markdown(report))
     print(markdown(report))
     return report
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import signal
 import socket
@@ -32,6 +31,7 @@ from pathlib import Path
 
 import httpx
 
+from benchmarks.suites.reports import write_report
 from mtedge.bench.machine import describe_machine
 
 SETTINGS = {"batched": [], "unbatched": ["--batch-tokens", "1"]}
@@ -156,8 +156,7 @@ def run(args: argparse.Namespace) -> dict:
                 "texts": str(args.texts), "concurrency": args.concurrency, "settings": args.settings,
                 "note": args.note}
     report = {"machine": machine, "settings": settings, "rows": rows}
-    (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    (args.out / "report.md").write_text(markdown(report), encoding="utf-8")
+    write_report(args.out, report, markdown(report))
     return report
 
 
