@@ -13,7 +13,7 @@ Two parts, each run natively and emulated:
 
 - **Kernel probe**: each int8 MatMul op the row-wise int8 graphs use (``MatMulIntegerToFloat``, the GEMM
   kernel; ``MatMulNBits``, the one-row kernel of ``int8_latency``) on the input that saturates a pair sum
-  most (every activation and weight at its largest, signs aligned), with 8-bit and with 7-bit weights; the
+  most (every activation and weight at its largest, all of one sign), with 8-bit and with 7-bit weights; the
   report gives each result's relative error against the exact product.
 - **Translations**: greedy, ``--sentences`` sources of ``--test`` through every ``--configs`` of every
   bundle; per configuration, sentences identical to the first bundle's native fp32 (natively and emulated),
