@@ -169,15 +169,14 @@ def run(args: argparse.Namespace) -> dict:
             rows.append({"bundle": bundle, "config": config, "errors": errors})
             continue
         native_texts, emulated_texts = native_result["outputs"], emulated_result["outputs"]
+        native_quality, emulated_quality = quality(native_texts, references), quality(emulated_texts, references)
         rows.append({"bundle": bundle, "config": config,
                      "native_same_as_fp32": same(native_texts, baseline),
                      "emulated_same_as_fp32": same(emulated_texts, baseline),
                      "emulated_same_as_native": same(emulated_texts, native_texts),
-                     "native_bleu": quality(native_texts, references)["bleu"],
-                     "emulated_bleu": quality(emulated_texts, references)["bleu"],
-                     "native_chrf": quality(native_texts, references)["chrf"],
-                     "emulated_chrf": quality(emulated_texts, references)["chrf"],
-                     "bleu_signature": quality(native_texts, references)["bleu_signature"]})
+                     "native_bleu": native_quality["bleu"], "emulated_bleu": emulated_quality["bleu"],
+                     "native_chrf": native_quality["chrf"], "emulated_chrf": emulated_quality["chrf"],
+                     "bleu_signature": native_quality["bleu_signature"]})
     report = {"machine": machine, "load_average_end": [round(v, 2) for v in os.getloadavg()],
               "settings": {"bundles": [str(b) for b in args.bundles], "configs": args.configs, "cpu": args.cpu,
                            "qemu": str(args.qemu), "test": str(args.test), "sentences": len(sources),
