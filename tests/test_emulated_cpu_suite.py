@@ -56,3 +56,13 @@ def test_the_suite_says_how_to_get_qemu_when_it_is_missing(tmp_path):
     with pytest.raises(SystemExit) as exit_:
         emulated_cpu.main(["bundle", "--qemu", str(tmp_path / "nothing"), "--test", str(tmp_path / "t.tsv")])
     assert "qemu-x86_64" in str(exit_.value)
+
+
+def test_an_empty_test_file_is_a_one_line_error(tmp_path, tiny_marian_bundle):
+    launcher = tmp_path / "qemu"
+    launcher.write_text("#!/bin/sh\n")
+    (tmp_path / "empty.tsv").write_text("", encoding="utf-8")
+    with pytest.raises(SystemExit) as exit_:
+        emulated_cpu.main([str(tiny_marian_bundle), "--qemu", str(launcher), "--test", str(tmp_path / "empty.tsv"),
+                           "--out", str(tmp_path / "out")])
+    assert str(exit_.value) == f"error: test file {tmp_path / 'empty.tsv'} is empty"

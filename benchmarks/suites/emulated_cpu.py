@@ -129,18 +129,14 @@ def run_worker(prefix: list[str], args: argparse.Namespace, job: str, out: Path)
     return result
 
 
-def read_test(path: Path, sentences: int) -> tuple[list[str], list[str] | None]:
-    rows = [line.split("\t") for line in path.read_text(encoding="utf-8").splitlines() if line.strip()][:sentences]
-    references = [row[1] for row in rows] if all(len(row) > 1 for row in rows) else None
-    return [row[0] for row in rows], references
-
-
 def run(args: argparse.Namespace) -> dict:
     from mtedge.bench.machine import describe_machine
     from mtedge.bench.metrics import quality
+    from mtedge.bench.testset import load_test_set
 
     args.out.mkdir(parents=True, exist_ok=True)
-    sources, references = read_test(args.test, args.sentences)
+    test = load_test_set(args.test, args.sentences)
+    sources, references = test.sources, test.references
     machine = describe_machine()
     emulator = [str(args.qemu), "-cpu", args.cpu]
     scratch = args.out / "job.json"
@@ -236,7 +232,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("bundles", nargs="*")
     parser.add_argument("--qemu", type=Path, help="qemu-x86_64 (user mode, ≥ 7.2)")
     parser.add_argument("--cpu", default="Haswell", help="QEMU CPU model (`qemu-x86_64 -cpu help` lists them)")
-    parser.add_argument("--test", type=Path, required=True, help="TSV: source, reference")
+    parser.add_argument("--test", type=Path, required=True,
+                        help="TSV/JSONL with references, or plain sources (mtedge.bench.testset.load_test_set)")
     parser.add_argument("--sentences", type=int, default=150)
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--configs", type=lambda s: s.split(","), default=list(DEFAULT_CONFIGS),
@@ -247,14 +244,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--job", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        sources, _ = read_test(args.test, args.sentences)
+        from mtedge.bench.testset import load_test_set
+
+        sources = load_test_set(args.test, args.sentences).sources
         args.worker.write_text(json.dumps(worker(args.job, sources, args.max_length)), encoding="utf-8")
         return
     if not args.bundles:
         parser.error("name at least one bundle")
     if args.qemu is None or not args.qemu.exists():
         sys.exit("error: --qemu must name qemu-x86_64 (user mode, ≥ 7.2); the module docstring says how to get it")
-    run(args)
+    from mtedge.errors import UserError
+
+    try:
+        run(args)
+    except UserError as exc:   # a missing, empty or undecodable --test file
+        sys.exit(f"error: {exc}")
 
 
 if __name__ == "__main__":
