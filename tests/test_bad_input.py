@@ -140,7 +140,7 @@ OPTION_CASES = [
     (["--precision", ""], "unknown ct2 precision ''; choose from float32, int8"),
     (["--precision", " "], "unknown ct2 precision ' '"),
     (["--precision", "float8"], "unknown ct2 precision 'float8'"),
-    (["--precision", "int4", "--engine", "onnx"], "unknown onnx precision 'int4'; choose from fp32, int8, int8_latency, fp16"),
+    (["--precision", "int3", "--engine", "onnx"], "unknown onnx precision 'int3'; choose from fp32, int8, int8_latency, int4, fp16"),
     (["--precision", "", "--engine", "onnx"], "unknown onnx precision ''"),
     (["--precision", "int8", "--engine", "torch"], "unknown torch precision 'int8'; choose from fp32"),
     (["--engine", ""], "unknown engine ''"),

@@ -22,8 +22,8 @@ def test_layout_and_manifest(tiny_unvalidated_bundle):
     m = bundle.manifest
     assert m["format"] == "mtedge-bundle" and m["format_version"] == 1
     assert bundle.family == family
-    # the unvalidated fixtures also export int8_latency (tests/fixtures/bundles.py)
-    assert bundle.engines() == {"onnx": ["fp32", "int8", "int8_latency"], "ct2": ["float32", "int8"],
+    # the unvalidated fixtures also export int8_latency and int4 (tests/fixtures/bundles.py)
+    assert bundle.engines() == {"onnx": ["fp32", "int8", "int8_latency", "int4"], "ct2": ["float32", "int8"],
                                 "torch": ["fp32"]}
     # mBART names languages by its own codes (de_DE); the others by ISO 639-1; T5 records none
     assert (bundle.source_lang, bundle.target_lang) == {"t5": (None, None), "mbart": ("en_XX", "de_DE")}.get(
@@ -31,7 +31,7 @@ def test_layout_and_manifest(tiny_unvalidated_bundle):
     source_config = json.loads((path / "torch" / "fp32" / "config.json").read_text())
     assert m["source_model"]["vocab_size"] == source_config["vocab_size"]
     assert len(m["source_model"]["sha256"]) == 64
-    for precision in ("fp32", "int8", "int8_latency"):
+    for precision in ("fp32", "int8", "int8_latency", "int4"):
         names = sorted(p.name for p in bundle.engine_dir("onnx", precision).iterdir())
         # only the encoder and the merged decoder, each with its weights in a side file; the non-merged
         # decoders are dropped

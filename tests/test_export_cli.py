@@ -197,7 +197,7 @@ def test_missing_model_and_weights(tiny_t5, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--onnx-precisions", "int4"], "unknown onnx precision(s) int4; choose from fp32, int8, int8_latency, fp16"),
+    (["--onnx-precisions", "int3"], "unknown onnx precision(s) int3; choose from fp32, int8, int8_latency, int4, fp16"),
     (["--ct2-precisions", "float8"], "unknown ct2 precision(s) float8"),
     (["--engines", "tflite"], "unknown engine(s) tflite; choose from onnx, ct2"),
     (["--no-validate", "--max-bleu-drop", "1"], "--max-bleu-drop needs validation"),
@@ -280,10 +280,16 @@ def test_info_says_which_int8_is_written_for_one_sentence_at_a_time(tiny_unvalid
     assert code == 0, err
     lines = [line for line in out.splitlines() if "row-wise int8" in line]
     assert len(lines) == 2 and sum("decoder for one sentence at a time (MatMulNBits)" in line for line in lines) == 1
+    from mtedge.convert.rowwise_int8 import DEFAULT_INT4_BLOCK
+
+    assert f"int8 activations per row, 4-bit, blocks of {DEFAULT_INT4_BLOCK} along K, one scale per block; for one " \
+           f"sentence at a time (MatMulNBits)" in out
     manifest = Bundle.open(tiny_unvalidated_bundles("marian")).manifest["engines"]["onnx"]
     assert manifest["int8"]["options"]["kernels"] == {"encoder_model.onnx": "gemm", "decoder_model_merged.onnx": "gemm"}
     assert manifest["int8_latency"]["options"]["kernels"] == {"encoder_model.onnx": "gemm",
                                                               "decoder_model_merged.onnx": "gemv"}
+    assert manifest["int4"]["options"]["kernels"] == {"encoder_model.onnx": "gemv", "decoder_model_merged.onnx": "gemv"}
+    assert manifest["int4"]["options"]["batch_invariant"] is False   # the 4-bit kernel's sums (onnx_export.py)
 
 
 def test_the_bench_reuses_a_cached_bundle_only_if_this_exporter_wrote_its_graphs(tiny_marian_bundle):
@@ -295,8 +301,10 @@ def test_the_bench_reuses_a_cached_bundle_only_if_this_exporter_wrote_its_graphs
     records = manifest["engines"]["onnx"]
     assert {p: r["options"]["graph_revision"] for p, r in records.items()} == {"fp32": GRAPH_REVISION,
                                                                                 "int8": GRAPH_REVISION}
-    assert not exported_by_this_version(manifest)             # the bench also exports int8_latency
+    assert not exported_by_this_version(manifest)             # the bench also exports int8_latency and int4
     records["int8_latency"] = copy.deepcopy(records["int8"])
+    assert not exported_by_this_version(manifest)
+    records["int4"] = copy.deepcopy(records["int8"])
     assert exported_by_this_version(manifest)
     records["int8"]["options"]["graph_revision"] = GRAPH_REVISION - 1
     assert not exported_by_this_version(manifest)

@@ -15,7 +15,8 @@ ort = pytest.importorskip("onnxruntime")
 
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from mtedge.convert.rowwise_int8 import quantize_rowwise, quantize_weight_columns  # noqa: E402
+from mtedge.convert.rowwise_int8 import (DEFAULT_INT4_BLOCK as INT4_BLOCK, quantize_rowwise,  # noqa: E402
+                                         quantize_weight_blocks, quantize_weight_columns)
 
 K, N, V = 16, 12, 20
 
@@ -191,8 +192,10 @@ def test_the_weight_width_is_recorded_and_checked_against_the_cpu(tmp_path):
         warnings.simplefilter("error")
         check_graph({}, {}, {"sse2", "avx2"})
         check_graph({"quantization": "dynamic"}, {}, {"sse2", "avx2"})
-    with pytest.raises(ValueError, match="7 or 8 bits"):
-        quantize_rowwise(src, tmp_path / "x.onnx", weight_bits=4)
+    with pytest.raises(ValueError, match="4, 7 or 8 bits"):
+        quantize_rowwise(src, tmp_path / "x.onnx", weight_bits=5)
+    with pytest.raises(ValueError, match="4-bit weights are written for MatMulNBits only"):
+        quantize_rowwise(src, tmp_path / "x.onnx", weight_bits=4)   # the GEMM kernel takes no 4-bit blocks
 
 
 def test_matmuls_reading_one_activation_quantize_it_once(tmp_path):
@@ -221,3 +224,67 @@ def test_matmuls_reading_one_activation_quantize_it_once(tmp_path):
         w_q, w_scale = quantize_weight_columns(w)     # quantize_rowwise's default width
         exact = (x_q @ w_q.astype(np.int64)).astype(np.float64) * scale * w_scale.reshape(-1)
         np.testing.assert_allclose(y, exact, rtol=1e-5, atol=1e-6 * np.abs(exact).max())
+
+
+def _unpack_blocks(blocks: np.ndarray, scales: np.ndarray, k: int) -> np.ndarray:
+    """``MatMulNBits``' 4-bit blocks back to the float ``[K, N]`` weight they stand for."""
+    low, high = (blocks & 15).astype(np.int16) - 8, (blocks >> 4).astype(np.int16) - 8
+    values = np.stack([low, high], axis=-1).reshape(blocks.shape[0], blocks.shape[1], -1)
+    return (values * scales[..., None]).reshape(blocks.shape[0], -1)[:, :k].T
+
+
+def test_weight_blocks_use_all_sixteen_levels_and_pad_the_last_block():
+    rng = np.random.default_rng(5)
+    weight = rng.normal(size=(40, 3)).astype(np.float32)   # 40 = a block of 32 and 8 padded ones
+    weight[7, 1] = -3.5                                     # column 1, block 0: its extreme is negative
+    weight[2, 2], weight[35, 2] = 4.0, 0.0                  # column 2, block 0: positive
+    blocks, scales = quantize_weight_blocks(weight, 32)
+    assert blocks.dtype == np.uint8 and blocks.shape == (3, 2, 16) and scales.shape == (3, 2)
+    restored = _unpack_blocks(blocks, scales, 40)
+    # the largest magnitude of a block is level -8 exactly, whatever its sign; the rest within half a step
+    assert restored[7, 1] == pytest.approx(-3.5) and restored[2, 2] == pytest.approx(4.0)
+    assert np.all(np.abs(restored - weight) <= np.abs(np.repeat(scales.T, 32, axis=0)[:40]) / 2 + 1e-6)
+    # low nibble first: value 0 of column 1 is the low half of its first byte
+    first = int(np.clip(np.round(weight[0, 1] / scales[1, 0]), -8, 7)) + 8
+    assert blocks[1, 0, 0] & 15 == first
+    zero = np.zeros((32, 1), np.float32)
+    zero_blocks, zero_scales = quantize_weight_blocks(zero, 32)   # an all-zero block: zeros, not NaN
+    assert np.isfinite(zero_scales).all() and not _unpack_blocks(zero_blocks, zero_scales, 32).any()
+
+
+def test_four_bit_graphs_share_the_table_and_keep_rows_independent(tmp_path):
+    # int4: both MatMuls and the Gather read 4-bit blocks; K (16) is narrower than a block, so it is padded
+    src, embedding, weight = _model(tmp_path, 18)
+    dst = tmp_path / "int4.onnx"
+    assert quantize_rowwise(src, dst, weight_bits=4, kernel="gemv") == {
+        "matmul": 1, "transposed_matmul": 1, "gather": 1}
+    written = onnx.load(str(dst))
+    ops = [node.op_type for node in written.graph.node]
+    assert ops.count("MatMulNBits") == 2 and ops.count("GatherBlockQuantized") == 1
+    assert not {"MatMul", "MatMulIntegerToFloat", "Gather"} & set(ops)
+    tables = [i for i in written.graph.initializer if i.data_type == TensorProto.UINT8 and i.dims[0] == V]
+    assert [tuple(i.dims) for i in tables] == [(V, 1, INT4_BLOCK // 2)]   # the lm_head and the Gather share it
+    record = json.loads({p.key: p.value for p in written.metadata_props}["mtedge_rowwise_int8"])
+    assert record == {"weight_bits": 4, "activation_bits": 8, "kernel": "gemv", "block_size": INT4_BLOCK}
+
+    rng = np.random.default_rng(6)
+    ids = rng.integers(0, V, size=(3, 5)).astype(np.int64)
+    x = rng.normal(size=(3, 5, K)).astype(np.float32)
+    x[1] *= 1000.0
+    x[2, 4] = 0.0
+    y, logits = _run(dst, ids, x)
+    alone = _run(dst, ids[:1], x[:1])
+    # each row is quantized on its own, but onnxruntime 1.32's 4-bit kernel rounds a row's float sums
+    # differently with the number of rows (~1 ulp), so the export records int4 as not batch-invariant
+    for batched, one in zip((y, logits), alone):
+        np.testing.assert_allclose(batched[:1], one, rtol=0, atol=1e-5 * np.abs(one).max())
+    assert np.all(logits[2, 4] == 0.0) and np.isfinite(logits).all()
+    # what the 4-bit weights stand for, times the activations (which the kernel quantizes to int8)
+    table = _unpack_blocks(*quantize_weight_blocks(embedding.T, INT4_BLOCK), K).T      # [V, K]
+    w4 = _unpack_blocks(*quantize_weight_blocks(weight, INT4_BLOCK), K)
+    for got, want in ((y, table[ids] @ w4), (logits, x @ table.T)):
+        scale = np.abs(want).max(axis=-1, keepdims=True) + 1e-9
+        assert np.abs(got - want).max() / scale.max() < 0.02
+    fp32_y, fp32_logits = _run(src, ids, x)
+    for got, want in ((y, fp32_y), (logits, fp32_logits)):
+        assert np.abs(got - want).max() / (np.abs(want).max() + 1e-9) < 0.25   # 4-bit rounding of the weights

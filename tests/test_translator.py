@@ -287,7 +287,7 @@ def test_max_length_must_leave_room_after_the_language_token(translators):
 
 def test_construction_mistakes_are_user_errors(tiny_unvalidated_bundles, tmp_path):
     bundle = tiny_unvalidated_bundles("marian")
-    with pytest.raises(BundleError, match="has no ct2 int16; it has onnx: fp32, int8, int8_latency; ct2: float32, int8; torch: fp32"):
+    with pytest.raises(BundleError, match="has no ct2 int16; it has onnx: fp32, int8, int8_latency, int4; ct2: float32, int8; torch: fp32"):
         Translator(bundle, engine="ct2", precision="int16", device="cpu")
     with pytest.raises(UserError, match="unknown engine 'marian'"):
         Translator(bundle, engine="marian")

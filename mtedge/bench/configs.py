@@ -32,6 +32,8 @@ _CPU = [
     BenchConfig("onnx-int8", "mtedge", "onnx", "int8"),
     # the same int8 weights with the decoder written for one sentence at a time (interactive use)
     BenchConfig("onnx-int8-latency", "mtedge", "onnx", "int8_latency"),
+    # 4-bit weights in blocks (both graphs for one sentence at a time): the smallest files
+    BenchConfig("onnx-int4", "mtedge", "onnx", "int4"),
     BenchConfig("ct2-float32", "mtedge", "ct2", "float32"),
     BenchConfig("ct2-int8", "mtedge", "ct2", "int8"),
     BenchConfig("ct2-int16", "mtedge", "ct2", "int16"),

@@ -19,7 +19,7 @@ def _checkpoint_key(model_dir: Path) -> str:
     return h.hexdigest()[:12]
 
 
-BENCH_ONNX_PRECISIONS = ("fp32", "int8", "int8_latency")
+BENCH_ONNX_PRECISIONS = ("fp32", "int8", "int8_latency", "int4")
 BENCH_CT2_PRECISIONS = ("float32", "int8", "int16")
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from mtedge.convert.rowwise_int8 import DEFAULT_INT4_BLOCK, INT4_BLOCKS
 from mtedge.errors import UserError
 
 
@@ -30,15 +31,20 @@ def _interrupt_on_sigterm(signum, frame):
               help="Bundle directory to write (default: export/<model dir name>/).")
 @click.option("--engines", default="onnx,ct2", show_default=True, help="Comma-separated: onnx, ct2.")
 @click.option("--onnx-precisions", default="fp32,int8", show_default=True,
-              help="Comma-separated: fp32, int8, int8_latency, fp16 (fp16 needs a CUDA GPU). int8_latency: "
+              help="Comma-separated: fp32, int8, int8_latency, int4, fp16 (fp16 needs a CUDA GPU). int8_latency: "
                    "int8 with the decoder written for one sentence at a time (interactive use): faster at "
-                   "batch 1, slower on batches.")
+                   "batch 1, slower on batches. int4: 4-bit weights in blocks, for one sentence at a time: "
+                   "the smallest files and the fastest batch 1, at some quality (check the export's validation).")
 @click.option("--ct2-precisions", default="float32,int8", show_default=True,
               help="Comma-separated: float32, int8, int8_float32, int16; GPU types float16, int8_float16, bfloat16.")
 @click.option("--onnx-int8", default="rowwise", show_default=True, type=click.Choice(["rowwise", "dynamic"]),
               help="ONNX int8 scheme. rowwise: one activation scale per token (a sentence's output does not "
                    "depend on its batch neighbours; lm_head int8 too). dynamic: onnxruntime's per-tensor dynamic "
                    "quantization (batch-dependent).")
+@click.option("--onnx-int4-block", default=str(DEFAULT_INT4_BLOCK), show_default=True,
+              type=click.Choice([str(b) for b in INT4_BLOCKS]),
+              help="Values per scale of int4's 4-bit weights: smaller blocks lose less quality, larger ones make "
+                   "smaller files and a faster batch 1.")
 @click.option("--onnx-decoder", default="auto", show_default=True, type=click.Choice(["auto", "optimum"]),
               help="auto: Marian, M2M100/NLLB and mBART decoders are written op by op with onnxruntime's fused "
                    "attention (a tenth of the nodes, the same outputs); T5, and 'optimum', use optimum's traced graph.")
@@ -61,8 +67,8 @@ def _interrupt_on_sigterm(signum, frame):
 @click.option("--target-lang", help="Target language (M2M100/mBART: selects the forced language token).")
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for validation.")
 @click.option("--force", is_flag=True, help="Replace an existing bundle at the output path.")
-def command(model, output, engines, onnx_precisions, ct2_precisions, onnx_int8, onnx_decoder, onnx_quant_preset, no_torch,
-            validation_file,
+def command(model, output, engines, onnx_precisions, ct2_precisions, onnx_int8, onnx_int4_block, onnx_decoder,
+            onnx_quant_preset, no_torch, validation_file,
             validate_n, no_validate, max_bleu_drop, strict_pad, source_lang, target_lang, threads, force):
     """Export MODEL (a merged Hugging Face checkpoint dir) to a self-contained bundle."""
     from mtedge.convert import export_bundle
@@ -76,7 +82,7 @@ def command(model, output, engines, onnx_precisions, ct2_precisions, onnx_int8, 
                       ct2_precisions=_csv(ct2_precisions), include_torch=not no_torch, force=force,
                       validate=not no_validate, validation_file=validation_file, validate_n=validate_n,
                       max_bleu_drop=max_bleu_drop, onnx_quant_preset=onnx_quant_preset, onnx_int8=onnx_int8,
-                      onnx_decoder=onnx_decoder, strict_pad=strict_pad,
+                      onnx_decoder=onnx_decoder, onnx_int4_block=int(onnx_int4_block), strict_pad=strict_pad,
                       source_lang=source_lang, target_lang=target_lang, threads=threads)
     finally:
         signal.signal(signal.SIGTERM, previous)

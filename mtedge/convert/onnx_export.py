@@ -5,16 +5,19 @@ Two int8 schemes (``--onnx-int8``):
   translation does not depend on its batch neighbours; the tied ``lm_head`` and the embeddings are int8 too.
 - ``dynamic``: onnxruntime's dynamic quantization as optimum's ``ORTQuantizer`` applies it (one activation
   scale per tensor: batch-dependent results; the ``lm_head`` stays float). Kept for comparison.
-The ``int8_latency`` precision is ``rowwise`` with the decoder written for onnxruntime's one-row kernel.
+The ``int8_latency`` precision is ``rowwise`` with the decoder written for onnxruntime's one-row kernel, and
+``int4`` is both graphs written for that kernel with 4-bit weights in blocks (``QUANTIZED_PRECISIONS``).
 """
 
 from __future__ import annotations
 
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from mtedge.convert.quiet import quiet_libraries
+from mtedge.convert.rowwise_int8 import DEFAULT_INT4_BLOCK
 from mtedge.convert.search_head import append_search_head
 from mtedge.engines.onnx_engine import DECODER_FILE, ENCODER_FILE
 from mtedge.errors import UserError
@@ -109,15 +112,38 @@ def quantization_config(preset: str):
 INT8_SCHEMES = ("rowwise", "dynamic")
 
 
-def quantize_onnx(fp32_dir: Path, out_dir: Path, scheme: str, preset: str, decoder_kernel: str = "gemm") -> dict:
-    """int8 of every graph of ``fp32_dir`` into ``out_dir`` (same file names) by ``scheme``; ``decoder_kernel``
-    (row-wise only): ``gemv`` writes the decoder for one sentence at a time (the ``int8_latency`` precision)."""
+@dataclass(frozen=True)
+class QuantizedPrecision:
+    """How a quantized ONNX precision is written: the kernel each graph's weight MatMuls are written for
+    (``gemm``: MatMulIntegerToFloat, for many rows; ``gemv``: MatMulNBits, for one) and the weight width
+    (``None``: int8's, 8 or 7 bits by ``--onnx-quant-preset``)."""
+
+    encoder_kernel: str
+    decoder_kernel: str
+    weight_bits: int | None = None
+    follows_int8_scheme: bool = True   # --onnx-int8 dynamic writes it with onnxruntime's quantizer instead
+
+
+# The encoder runs once per batch over every source token (many rows): int8 keeps it on the GEMM kernel in
+# both int8 precisions. int4 writes it for MatMulNBits too: its 4-bit blocks are what halves the files.
+QUANTIZED_PRECISIONS = {
+    "int8": QuantizedPrecision("gemm", "gemm"),
+    "int8_latency": QuantizedPrecision("gemm", "gemv"),
+    "int4": QuantizedPrecision("gemv", "gemv", weight_bits=4, follows_int8_scheme=False),
+}
+
+
+def quantize_onnx(fp32_dir: Path, out_dir: Path, precision: str, scheme: str, preset: str,
+                  int4_block: int = DEFAULT_INT4_BLOCK) -> dict:
+    """The quantized ``precision`` (``QUANTIZED_PRECISIONS``) of every graph of ``fp32_dir`` into ``out_dir``
+    (same file names); ``scheme`` is the int8 one (``--onnx-int8``), ``int4_block`` int4's values per scale."""
     if scheme not in INT8_SCHEMES:
         raise UserError(f"unknown ONNX int8 scheme {scheme!r}; choose from {', '.join(INT8_SCHEMES)}")
+    how = QUANTIZED_PRECISIONS[precision]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    options = _quantize_rowwise(fp32_dir, out_dir, preset, decoder_kernel) if scheme == "rowwise" else \
-        _quantize_dynamic(fp32_dir, out_dir, preset)
+    options = _quantize_dynamic(fp32_dir, out_dir, preset) if scheme == "dynamic" and how.follows_int8_scheme \
+        else _quantize_rowwise(fp32_dir, out_dir, preset, how, int4_block)
     for name in ONNX_FILES:
         leftovers = float_matmuls_left(out_dir / name)
         if leftovers:
@@ -126,19 +152,29 @@ def quantize_onnx(fp32_dir: Path, out_dir: Path, scheme: str, preset: str, decod
     return options
 
 
-def _quantize_rowwise(fp32_dir: Path, out_dir: Path, preset: str, decoder_kernel: str) -> dict:
+def _quantize_rowwise(fp32_dir: Path, out_dir: Path, preset: str, how: QuantizedPrecision, int4_block: int) -> dict:
     from mtedge.convert.rowwise_int8 import quantize_rowwise, weight_bits_for_preset
 
-    bits = weight_bits_for_preset(preset)
-    # the encoder runs once per batch over every source token (many rows): it keeps the GEMM kernel
-    kernels = {name: decoder_kernel if name == DECODER_FILE else "gemm" for name in ONNX_FILES}
-    rewritten = {name: quantize_rowwise(Path(fp32_dir) / name, out_dir / name, bits, kernels[name])
+    bits = how.weight_bits or weight_bits_for_preset(preset)
+    kernels = {ENCODER_FILE: how.encoder_kernel, DECODER_FILE: how.decoder_kernel}
+    rewritten = {name: quantize_rowwise(Path(fp32_dir) / name, out_dir / name, bits, kernels[name], int4_block)
                  for name in ONNX_FILES}
+    block = {}
+    if how.weight_bits:
+        block = {"block_size": int4_block}
+        weights = f"{bits}-bit, blocks of {int4_block} along K, one scale per block"
+        embeddings = f"{bits}-bit, the same blocks (GatherBlockQuantized)"
+        # each row is still quantized on its own, but onnxruntime 1.32's 4-bit kernel rounds a row's float sums
+        # differently with the number of rows in the call (~1 ulp, tests/test_rowwise_int8.py): a near-tie could
+        # resolve differently alone and in a batch, so the server does not merge strangers' requests on it
+        invariant = False
+    else:
+        weights, embeddings = f"int8 ({bits}-bit values), one scale per output column", "int8, one scale per row"
+        invariant = True
     return {"quantization": "rowwise", "preset": preset, "kernels": kernels,
             "activations": "int8, one scale per row (token), computed at run time",
-            "weights": f"int8 ({bits}-bit values), one scale per output column", "weight_bits": bits,
-            "embeddings": "int8, one scale per row",
-            "batch_invariant": True, "subgraphs": True, "rewritten": rewritten}
+            "weights": weights, "weight_bits": bits, **block, "embeddings": embeddings,
+            "batch_invariant": invariant, "subgraphs": True, "rewritten": rewritten}
 
 
 def _quantize_dynamic(fp32_dir: Path, out_dir: Path, preset: str) -> dict:

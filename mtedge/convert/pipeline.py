@@ -19,7 +19,8 @@ from pathlib import Path
 from mtedge import __version__
 from mtedge.bundle import (FORMAT, FORMAT_VERSION, GPU_PRECISIONS, MANIFEST_NAME, PRECISIONS, Bundle,
                            GenerationSettings, describe_files)
-from mtedge.convert import ct2_export, host, onnx_export, source as source_mod, tokenizer_files, validation
+from mtedge.convert import (ct2_export, host, onnx_export, rowwise_int8, source as source_mod, tokenizer_files,
+                            validation)
 from mtedge.engines import cuda_available
 from mtedge.errors import UserError
 from mtedge.tokenizer import BundleTokenizer
@@ -27,9 +28,6 @@ from mtedge.tokenizer import BundleTokenizer
 ENGINES = ("onnx", "ct2")
 DEFAULT_ONNX_PRECISIONS = ("fp32", "int8")
 DEFAULT_CT2_PRECISIONS = ("float32", "int8")
-# the row-wise int8 precisions and the kernel their decoder is written for: GEMM for batches, GEMV for one
-# sentence at a time (mtedge/convert/rowwise_int8.py); the encoder is GEMM in both
-INT8_DECODER_KERNELS = {"int8": "gemm", "int8_latency": "gemv"}
 
 
 def _stderr(message: str) -> None:
@@ -117,7 +115,7 @@ def export_bundle(model_dir: str | Path, out_dir: str | Path, *, engines=ENGINES
                   validation_file: str | Path | None = None, validation_pairs=None, validate_n: int = 200,
                   max_bleu_drop: float | None = None, onnx_quant_preset: str | None = None,
                   onnx_int8: str = "rowwise", onnx_decoder: str = "auto",
-                  strict_pad: bool = False, source_lang: str | None = None, target_lang: str | None = None,
+                  onnx_int4_block: int = rowwise_int8.DEFAULT_INT4_BLOCK, strict_pad: bool = False, source_lang: str | None = None, target_lang: str | None = None,
                   threads: int | None = None, name: str | None = None, log=_stderr) -> Path:
     """Export ``model_dir`` into the bundle ``out_dir``; returns ``out_dir``.
 
@@ -141,10 +139,15 @@ def export_bundle(model_dir: str | Path, out_dir: str | Path, *, engines=ENGINES
         raise UserError(f"unknown ONNX quantization preset {preset!r}; choose from {', '.join(host.QUANT_PRESETS)}")
     if onnx_int8 not in onnx_export.INT8_SCHEMES:
         raise UserError(f"unknown ONNX int8 scheme {onnx_int8!r}; choose from {', '.join(onnx_export.INT8_SCHEMES)}")
-    one_row = [p for p in onnx_precisions if INT8_DECODER_KERNELS.get(p, "gemm") != "gemm"]
+    quantized = onnx_export.QUANTIZED_PRECISIONS
+    one_row = [p for p in onnx_precisions if p in quantized and quantized[p].follows_int8_scheme
+               and quantized[p].decoder_kernel != "gemm"]
     if onnx_int8 != "rowwise" and one_row:
         raise UserError(f"onnx {one_row[0]} is a row-wise int8 (its decoder's kernel takes row-wise weights); "
                         f"drop it from --onnx-precisions or use --onnx-int8 rowwise")
+    if onnx_int4_block not in rowwise_int8.INT4_BLOCKS:
+        raise UserError(f"--onnx-int4-block must be one of {', '.join(map(str, rowwise_int8.INT4_BLOCKS))}, "
+                        f"not {onnx_int4_block}")
     if onnx_decoder not in onnx_export.DECODERS:
         raise UserError(f"unknown ONNX decoder {onnx_decoder!r}; choose from {', '.join(onnx_export.DECODERS)}")
     vset = None
@@ -157,7 +160,8 @@ def export_bundle(model_dir: str | Path, out_dir: str | Path, *, engines=ENGINES
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
     try:
         manifest = _build(source, staging, name or target.name, onnx_precisions, ct2_precisions, include_torch,
-                          preset, onnx_int8, onnx_decoder, strict_pad, source_lang, target_lang, log)
+                          preset, onnx_int8, onnx_int4_block, onnx_decoder, strict_pad, source_lang, target_lang,
+                          log)
         if validate:
             _validate(source, staging, manifest, vset, threads, cuda, log)
             validation.check_gate({(e, p): rec["validation"] for e, precs in manifest["engines"].items()
@@ -171,8 +175,8 @@ def export_bundle(model_dir: str | Path, out_dir: str | Path, *, engines=ENGINES
 
 
 def _build(source, staging: Path, name: str, onnx_precisions, ct2_precisions, include_torch: bool,
-           preset: str, int8_scheme: str, onnx_decoder: str, strict_pad: bool, source_lang, target_lang,
-           log) -> dict:
+           preset: str, int8_scheme: str, int4_block: int, onnx_decoder: str, strict_pad: bool, source_lang,
+           target_lang, log) -> dict:
     log("[export] tokenizer")
     tok_spec, generation = tokenizer_files.write_tokenizer(source, staging / "tokenizer", source_lang, target_lang)
     engines: dict[str, dict] = {}
@@ -183,8 +187,8 @@ def _build(source, staging: Path, name: str, onnx_precisions, ct2_precisions, in
         onnx_options: dict[str, dict] = {}   # precision -> how it was made; recorded once its files are final
         onnx_root = staging / "onnx"
         onnx_root.mkdir()
-        int8_kernels = {p: k for p, k in INT8_DECODER_KERNELS.items() if p in onnx_precisions}
-        need_fp32 = "fp32" in onnx_precisions or bool(int8_kernels)
+        quantized = {p: how for p, how in onnx_export.QUANTIZED_PRECISIONS.items() if p in onnx_precisions}
+        need_fp32 = "fp32" in onnx_precisions or bool(quantized)
         fp32_dir = onnx_root / ("fp32" if "fp32" in onnx_precisions else ".fp32-for-int8")
         if need_fp32:
             log("[export] onnx fp32 (encoder + merged decoder with KV cache)")
@@ -193,12 +197,14 @@ def _build(source, staging: Path, name: str, onnx_precisions, ct2_precisions, in
             log(f"[export] onnx decoder: {fp32_options['decoder']}")
             if "fp32" in onnx_precisions:
                 onnx_options["fp32"] = fp32_options
-        for precision, kernel in int8_kernels.items():
-            log(f"[export] onnx {precision} (row-wise: per-token activation scales, batch-invariant; decoder for "
-                f"{'one sentence at a time' if kernel == 'gemv' else 'batches'}; If-subgraphs included)"
-                if int8_scheme == "rowwise" else
+        for precision, how in quantized.items():
+            log(f"[export] onnx {precision} (row-wise: per-token activation scales, batch-invariant; "
+                f"{f'{how.weight_bits}-bit weights in blocks of {int4_block}; ' if how.weight_bits else ''}decoder for "
+                f"{'one sentence at a time' if how.decoder_kernel == 'gemv' else 'batches'}; If-subgraphs included)"
+                if int8_scheme == "rowwise" or not how.follows_int8_scheme else
                 f"[export] onnx int8 (onnxruntime dynamic, per-channel, preset {preset}, If-subgraphs included)")
-            options = onnx_export.quantize_onnx(fp32_dir, onnx_root / precision, int8_scheme, preset, kernel)
+            options = onnx_export.quantize_onnx(fp32_dir, onnx_root / precision, precision, int8_scheme, preset,
+                                                int4_block)
             options["decoder"] = fp32_options["decoder"]   # the graph it was made from
             options["graph_revision"] = fp32_options["graph_revision"]
             onnx_options[precision] = options

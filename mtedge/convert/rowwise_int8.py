@@ -33,6 +33,13 @@ embedding's rows with no transpose, so the table is stored that way once and the
 Embedding tables read by ``Gather`` are stored int8 with one scale per row (weight-only; the gathered rows
 are dequantized), which is what shrinks the files. ``If`` subgraphs (the merged decoder's two branches) are
 rewritten too.
+
+4-bit weights (``weight_bits=4``, the ``int4`` precision, ``gemv`` kernel only) are ``MatMulNBits``' own
+format: blocks of 32, 64 or 128 values along K (``INT4_BLOCKS``), one scale per block, two values a byte (low nibble first,
+offset by 8). The activations are quantized as for ``int8_latency`` (int8, per row, inside the kernel), so the
+graph stays batch-invariant. Embedding tables are stored in the same blocks and read by onnxruntime's
+``GatherBlockQuantized``, so a tied ``lm_head`` and the embedding still share one table. At opus-mt's shape a
+batch-1 step reads about half the bytes of int8_latency's (mtedge/DESIGN.md §4.18).
 """
 
 from __future__ import annotations
@@ -57,6 +64,13 @@ CONTRIB_DOMAIN = "com.microsoft"
 KERNELS = tuple(KERNEL_OPS)
 NBITS_OFFSET = 128   # MatMulNBits stores unsigned values; 8-bit blocks without a zero-point input use 128
 EPS = 1e-12  # scale floor: an all-zero row (a padding position) quantizes to zeros, not NaN
+INT4_BITS = 4
+# Values per scale of the 4-bit weights (``--onnx-int4-block``): smaller blocks lose less, larger ones read fewer
+# bytes (a block's fp32 scale is a quarter of its 32 values' bytes again). On the reference model and at
+# opus-mt's shape, 32 lost the least BLEU and 128 was the fastest at batch 1 (mtedge/DESIGN.md §4.18).
+INT4_BLOCKS = (32, 64, 128)
+DEFAULT_INT4_BLOCK = 32
+INT4_OFFSET = 8      # 4-bit blocks without a zero-point input are unsigned with an implied zero point of 8
 
 
 def weight_bits_for_preset(preset: str) -> int:
@@ -78,16 +92,32 @@ def quantize_weight_rows(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(np.round(weight / scale), -QMAX, QMAX).astype(np.int8), scale.astype(np.float32)
 
 
+def quantize_weight_blocks(weight: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:
+    """``weight [K, N]`` as ``MatMulNBits`` 4-bit blocks: ``([N, blocks, block / 2] uint8, fp32 scales
+    [N, blocks])``, K padded with zeros to whole blocks. Each block's scale maps its largest-magnitude value to
+    -8 (the scale takes that value's sign), so all 16 levels are used: a step of max/8 instead of max/7."""
+    k, n = weight.shape
+    blocks = -(-k // block)
+    padded = np.zeros((blocks * block, n), np.float32)
+    padded[:k] = weight
+    w = np.ascontiguousarray(padded.T).reshape(n, blocks, block)
+    extreme = np.take_along_axis(w, np.abs(w).argmax(axis=2)[..., None], axis=2)[..., 0]
+    scale = np.where(np.abs(extreme) < EPS, EPS, extreme / -8.0).astype(np.float32)
+    q = (np.clip(np.round(w / scale[..., None]), -8, 7) + INT4_OFFSET).astype(np.uint8)
+    return (q[..., 0::2] | (q[..., 1::2] << 4)).astype(np.uint8), scale
+
+
 class _Rewriter:
     """Rewrites one model's graphs in place; constants shared by several nodes are quantized once."""
 
-    def __init__(self, model, weight_bits: int, kernel: str = "gemm"):
+    def __init__(self, model, weight_bits: int, kernel: str = "gemm", block: int = DEFAULT_INT4_BLOCK):
         import onnx
 
         self.onnx = onnx
         self.model = model
         self.weight_bits = weight_bits
         self.kernel = kernel
+        self.block = block   # 4-bit weights only
         self.done: dict[tuple[str, str], list[str]] = {}
         self.quantized: dict[tuple[int, str], tuple[str, str]] = {}   # (graph, activation) -> (a_q, scale)
         self.prelude: dict[int, list] = {}   # graph -> nodes to put first (on constants that graph owns)
@@ -186,22 +216,26 @@ class _Rewriter:
         ]
 
     def _matmul_nbits(self, node, tensor, owner, transpose: bool):
-        """``MatMulNBits`` on the float activation: weights ``[N, 1, K]`` uint8, one scale per column."""
+        """``MatMulNBits`` on the float activation: 8-bit weights ``[N, 1, K]`` uint8 with one scale per column,
+        or 4-bit ones in blocks of ``self.block`` with one scale per block."""
         from onnx import helper, numpy_helper
 
-        if transpose and self.weight_bits == FULL_WEIGHT_BITS:
-            b_blocks, scales = self._table_rows(tensor, owner)[0], self._table_scale_flat(tensor, owner)
+        four_bit = self.weight_bits == INT4_BITS
+        if transpose and self.weight_bits in (FULL_WEIGHT_BITS, INT4_BITS):
+            b_blocks = self._table_rows(tensor, owner)[0]
+            scales = self._table_rows(tensor, owner)[1] if four_bit else self._table_scale_flat(tensor, owner)
             n, k = (int(d) for d in tensor.dims)
         else:
             weight = numpy_helper.to_array(tensor).astype(np.float32)
             weight = weight.T if transpose else weight
             k, n = weight.shape
-            b_blocks, scales = self._constant(
-                (tensor.name, "nbits_T" if transpose else "nbits"),
-                lambda: list(zip(("weight_blocks", "weight_scale"),
-                                 _nbits_blocks(*quantize_weight_columns(weight, self.weight_bits)))), owner)
+            blocks = (lambda: quantize_weight_blocks(weight, self.block)) if four_bit else \
+                (lambda: _nbits_blocks(*quantize_weight_columns(weight, self.weight_bits)))
+            b_blocks, scales = self._constant((tensor.name, "nbits_T" if transpose else "nbits"),
+                                              lambda: list(zip(("weight_blocks", "weight_scale"), blocks())), owner)
+        bits, block = (INT4_BITS, self.block) if four_bit else (FULL_WEIGHT_BITS, k)
         return helper.make_node("MatMulNBits", [node.input[0], b_blocks, scales], [node.output[0]], name=node.name,
-                                domain=CONTRIB_DOMAIN, K=k, N=n, bits=8, block_size=k,
+                                domain=CONTRIB_DOMAIN, K=k, N=n, bits=bits, block_size=block,
                                 accuracy_level=4)   # 4: int8 compute (activations quantized per row and 256 columns)
 
     def _table_scale_flat(self, tensor, owner) -> str:
@@ -271,6 +305,9 @@ class _Rewriter:
         from onnx import numpy_helper
 
         def make():
+            if self.weight_bits == INT4_BITS:   # the table's rows are the tied lm_head's columns
+                return list(zip(("table", "table_scale"),
+                                quantize_weight_blocks(numpy_helper.to_array(tensor).astype(np.float32).T, self.block)))
             rows, scales = quantize_weight_rows(numpy_helper.to_array(tensor).astype(np.float32))
             if self.kernel == "gemv":
                 rows = _as_nbits(rows)[:, None, :]
@@ -298,6 +335,8 @@ class _Rewriter:
         from onnx import helper
 
         tensor, owner = constant
+        if self.weight_bits == INT4_BITS:
+            return self._gather_blocks(node, tensor, owner)
         table_q, table_scale = self._table_rows(tensor, owner)
         t = lambda stem: self.fresh(f"{node.name or 'gather'}/{stem}")  # noqa: E731
         rows_q, rows_f, row_scales = t("rows_q"), t("rows_f"), t("row_scales")
@@ -315,6 +354,41 @@ class _Rewriter:
                       helper.make_node("Squeeze", [unshifted, block_axis], [squeezed])]
             rows_f = squeezed
         return nodes + [helper.make_node("Mul", [rows_f, row_scales], [node.output[0]], name=node.name)]
+
+
+    def _gather_blocks(self, node, tensor, owner) -> list:
+        """Rows of a 4-bit table through ``GatherBlockQuantized``: ``[..., blocks, block]`` floats, reshaped to
+        ``[..., d]``. It wants scales of the data's rank, so it reads the [V, blocks] scales that ``MatMulNBits``
+        reads through a Reshape to [V, blocks, 1] (no copy in the file)."""
+        from onnx import helper
+
+        table_q, table_scale = self._table_rows(tensor, owner)
+        vocab, dim = (int(d) for d in tensor.dims)
+        key = (tensor.name, "scale_3d")
+        if key not in self.done:
+            (shape_3d,) = self._constant(("scale_3d_shape", str(vocab)),
+                                         lambda: [("scale_3d_shape", np.array([vocab, -1, 1], np.int64))], owner)
+            scale_3d = self.fresh("table_scale_3d")
+            self.prelude.setdefault(id(owner), []).append(
+                helper.make_node("Reshape", [table_scale, shape_3d], [scale_3d]))
+            self.done[key] = [scale_3d]
+        (scale_3d,) = self.done[key]
+        (last_axis, dim_end) = self._constant(("gather_blocks", str(dim)),
+                                              lambda: [("minus_one", np.array([-1], np.int64)),
+                                                       ("dim", np.array([dim], np.int64))], self.model.graph)
+        t = lambda stem: self.fresh(f"{node.name or 'gather'}/{stem}")  # noqa: E731
+        blocks, ids_shape, flat_shape, flat = t("blocks"), t("ids_shape"), t("rows_shape"), t("rows_padded")
+        (start,) = self._constant(("zero", ""), lambda: [("zero", np.array([0], np.int64))], self.model.graph)
+        return [
+            helper.make_node("GatherBlockQuantized", [table_q, node.input[1], scale_3d], [blocks],
+                             domain=CONTRIB_DOMAIN, bits=INT4_BITS, block_size=self.block, gather_axis=0,
+                             quantize_axis=2),
+            helper.make_node("Shape", [node.input[1]], [ids_shape]),
+            helper.make_node("Concat", [ids_shape, last_axis], [flat_shape], axis=0),
+            helper.make_node("Reshape", [blocks, flat_shape], [flat]),
+            # the last block is padded with zeros when the width is not a whole number of blocks
+            helper.make_node("Slice", [flat, start, dim_end, last_axis], [node.output[0]], name=node.name),
+        ]
 
 
 def _as_nbits(values: np.ndarray) -> np.ndarray:
@@ -359,26 +433,35 @@ def _drop_unused_initializers(graph, onnx, used: set[str] | None = None) -> None
     graph.initializer.extend(keep)
 
 
-def quantize_rowwise(src: Path, dst: Path, weight_bits: int = SAFE_WEIGHT_BITS, kernel: str = "gemm") -> dict:
+def quantize_rowwise(src: Path, dst: Path, weight_bits: int = SAFE_WEIGHT_BITS, kernel: str = "gemm",
+                     block_size: int = DEFAULT_INT4_BLOCK) -> dict:
     """Write the row-wise int8 version of the ONNX model ``src`` to ``dst``; returns what was rewritten.
-    ``kernel``: ``gemm`` (MatMulIntegerToFloat, fastest for many rows) or ``gemv`` (MatMulNBits, for one)."""
+    ``kernel``: ``gemm`` (MatMulIntegerToFloat, fastest for many rows) or ``gemv`` (MatMulNBits, for one);
+    ``block_size``: values per scale of 4-bit weights."""
     import json
 
     import onnx
 
-    if weight_bits not in (SAFE_WEIGHT_BITS, FULL_WEIGHT_BITS):
-        raise ValueError(f"row-wise int8 weights use {SAFE_WEIGHT_BITS} or {FULL_WEIGHT_BITS} bits, not {weight_bits}")
+    if weight_bits not in (SAFE_WEIGHT_BITS, FULL_WEIGHT_BITS, INT4_BITS):
+        raise ValueError(f"row-wise weights use {INT4_BITS}, {SAFE_WEIGHT_BITS} or {FULL_WEIGHT_BITS} bits, "
+                         f"not {weight_bits}")
     if kernel not in KERNELS:
         raise ValueError(f"row-wise int8 kernel must be one of {', '.join(KERNELS)}, not {kernel!r}")
+    if weight_bits == INT4_BITS and kernel != "gemv":
+        raise ValueError("4-bit weights are written for MatMulNBits only (kernel 'gemv')")
+    if weight_bits == INT4_BITS and block_size not in INT4_BLOCKS:
+        raise ValueError(f"4-bit blocks hold {', '.join(map(str, INT4_BLOCKS))} values, not {block_size}")
     model = onnx.load(str(src))
-    counts = _Rewriter(model, weight_bits, kernel).run()
+    counts = _Rewriter(model, weight_bits, kernel, block_size).run()
     _drop_unused_initializers(model.graph, onnx)
     if counts["matmul"] or counts["transposed_matmul"]:
         if not any(opset.domain == CONTRIB_DOMAIN for opset in model.opset_import):
             model.opset_import.append(onnx.helper.make_opsetid(CONTRIB_DOMAIN, 1))
     onnx.helper.set_model_props(model, {**{p.key: p.value for p in model.metadata_props},
                                         METADATA_KEY: json.dumps({"weight_bits": weight_bits, "activation_bits": 8,
-                                                                  "kernel": kernel})})
+                                                                  "kernel": kernel,
+                                                                  **({"block_size": block_size}
+                                                                     if weight_bits == INT4_BITS else {})})})
     onnx.checker.check_model(model)
     onnx.save(model, str(dst))
     return counts

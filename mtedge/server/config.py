@@ -11,12 +11,13 @@ def batch_invariant(bundle, engine: str, precision: str) -> bool:
 
     CTranslate2 (every precision) and ONNX fp32 are (tests/test_batch_invariance.py). ONNX int8 and
     int8_latency are only when exported row-wise (one activation scale per token): onnxruntime's dynamic int8
-    picks one scale per batch, and one user's text would change another's translation. The PyTorch reference is not (padding
-    changes float summation order), and it is not a serving engine anyway.
+    picks one scale per batch, and one user's text would change another's translation. ONNX int4 is not: its
+    4-bit kernel rounds a row's sums differently with the rows in the call (the export records it). The
+    PyTorch reference is not (padding changes float summation order), and it is not a serving engine anyway.
     """
     if engine == "ct2" or (engine, precision) == ("onnx", "fp32"):
         return True
-    if engine == "onnx":   # int8, int8_latency: the export records whether it was row-wise
+    if engine == "onnx":   # int8, int8_latency, int4: the export records it
         options = bundle.engine_record(engine, precision).get("options") or {}
         return options.get("batch_invariant") is True
     return False
