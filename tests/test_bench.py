@@ -206,8 +206,12 @@ def test_interleaved_rounds_give_medians_per_round_ratios_and_what_ran(bench_bun
     # what ran: CTranslate2's own word for its compute type, ONNX Runtime's providers, the machine's kernels
     assert rows["ct2-int8"]["runtime"]["ct2_compute_type"].startswith("int8")
     assert rows["ct2-raw-int8"]["runtime"]["ct2_compute_type"] == rows["ct2-int8"]["runtime"]["ct2_compute_type"]
+    from mtedge.convert import rowwise_int8
+    from mtedge.convert.host import host_quant_preset
+
+    bits = rowwise_int8.weight_bits_for_preset(host_quant_preset())   # the bundle was exported for this CPU
     assert rows["onnx-int8"]["runtime"] == {"onnxruntime_providers": ["CPUExecutionProvider"],
-                                            "onnx_decoder_int8_op": "MatMulIntegerToFloat"}
+                                            "onnx_decoder_int8_op": f"MatMulIntegerToFloat, {bits}-bit weights"}
     assert "int8" in report["machine"]["ct2_cpu_compute_types"]
     assert "inferred from the CPU flags" in report["machine"]["onnxruntime_int8_kernel"]
     md = (out / "report.md").read_text(encoding="utf-8")

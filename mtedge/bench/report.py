@@ -220,7 +220,7 @@ def _kernels_line(machine: dict) -> str:
 
 
 _RUNTIME_LABELS = {"ct2_compute_type": "CTranslate2 compute type", "ct2_device": "device",
-                   "onnxruntime_providers": "ONNX Runtime providers", "onnx_decoder_int8_op": "decoder int8 MatMuls",
+                   "onnxruntime_providers": "ONNX Runtime providers", "onnx_decoder_int8_op": "decoder weight MatMuls",
                    "torch_quantized_engine": "torch quantized engine"}
 
 

@@ -52,12 +52,13 @@ class MtedgeRunner(Runner):
         if hasattr(engine, "translator"):      # CTranslate2
             return ct2_runtime(engine.translator)
         if hasattr(engine, "decoder"):         # ONNX Runtime
-            from mtedge.engines.rowwise_int8 import int8_matmul_op
+            from mtedge.engines.rowwise_int8 import int8_matmul_op, weight_bits_of
 
             runtime = {"onnxruntime_providers": engine.decoder.get_providers()}
-            op = int8_matmul_op(engine.decoder.get_modelmeta().custom_metadata_map)
-            if op:
-                runtime["onnx_decoder_int8_op"] = op
+            metadata = engine.decoder.get_modelmeta().custom_metadata_map
+            op = int8_matmul_op(metadata)
+            if op:   # int8_latency and int4 both run MatMulNBits: the width tells them apart
+                runtime["onnx_decoder_int8_op"] = f"{op}, {weight_bits_of(metadata)}-bit weights"
             return runtime
         return {}
 
