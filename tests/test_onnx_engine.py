@@ -176,15 +176,18 @@ INT8_MIN_AGREEMENT = 0.8
 INT4_MIN_AGREEMENT = 0.5
 
 
+@pytest.mark.parametrize("precision, bar", [("int8", INT8_MIN_AGREEMENT), ("int4", INT4_MIN_AGREEMENT)])
 @pytest.mark.parametrize("mode", ["greedy", "beam4"])
 @pytest.mark.parametrize("family", FAMILIES)
-def test_int8_agrees_with_hf_fp32(parity_case, family, mode):
+def test_quantized_precisions_agree_with_hf_fp32(parity_case, family, mode, precision, bar):
+    # int4's 4-bit blocks are read by MatMulNBits and GatherBlockQuantized: every family's graphs (the lean
+    # decoders and T5's traced one) run, and stay close enough to PyTorch fp32 that most outputs are its own
     case = parity_case(family)
     options = MODES[mode]
     reference = hf_ids(case, hf_generate(case, options).sequences)
-    ours = [hyps[0].ids for hyps in case.engine("int8").translate_ids(case.batch, options)]
+    ours = [hyps[0].ids for hyps in case.engine(precision).translate_ids(case.batch, options)]
     agreement = np.mean([a == b for a, b in zip(ours, reference)])
-    assert agreement >= INT8_MIN_AGREEMENT, f"{family} int8 {mode}: agreement {agreement:.3f}"
+    assert agreement >= bar, f"{family} {precision} {mode}: agreement {agreement:.3f}"
 
 
 @pytest.mark.parametrize("mode", ["greedy", "beam4"])
@@ -199,19 +202,6 @@ def test_int8_latency_translates_like_int8(parity_case, family, mode):
     gemv = [hyps[0].ids for hyps in case.engine("int8_latency").translate_ids(case.batch, options)]
     agreement = np.mean([a == b for a, b in zip(gemv, gemm)])
     assert agreement >= 0.95, f"{family} int8_latency {mode}: agreement with int8 {agreement:.3f}"
-
-
-@pytest.mark.parametrize("mode", ["greedy", "beam4"])
-@pytest.mark.parametrize("family", FAMILIES)
-def test_int4_agrees_with_hf_fp32(parity_case, family, mode):
-    # 4-bit weights in blocks, read by MatMulNBits and GatherBlockQuantized: every family's graphs (the lean
-    # decoders and T5's traced one) run, and stay close enough to PyTorch fp32 that most outputs are its own
-    case = parity_case(family)
-    options = MODES[mode]
-    reference = hf_ids(case, hf_generate(case, options).sequences)
-    ours = [hyps[0].ids for hyps in case.engine("int4").translate_ids(case.batch, options)]
-    agreement = np.mean([a == b for a, b in zip(ours, reference)])
-    assert agreement >= INT4_MIN_AGREEMENT, f"{family} int4 {mode}: agreement {agreement:.3f}"
 
 
 class _CountingSession:
