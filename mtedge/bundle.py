@@ -23,7 +23,7 @@ MANIFEST_NAME = "manifest.json"
 # Precision names per engine, in the order they are listed to users.
 PRECISIONS = {
     # int8_latency: int8's weights with the decoder written for one sentence at a time (mtedge/convert/rowwise_int8.py)
-    # int4: 4-bit weights in blocks, both graphs for one sentence at a time, about half int8's files
+    # int4: 4-bit weights in blocks, both graphs for one sentence at a time, ~60% of int8's files
     "onnx": ("fp32", "int8", "int8_latency", "int4", "fp16"),
     "ct2": ("float32", "int8", "int8_float32", "int16", "float16", "int8_float16", "bfloat16"),
     "torch": ("fp32",),

@@ -33,8 +33,9 @@ def _interrupt_on_sigterm(signum, frame):
 @click.option("--onnx-precisions", default="fp32,int8", show_default=True,
               help="Comma-separated: fp32, int8, int8_latency, int4, fp16 (fp16 needs a CUDA GPU). int8_latency: "
                    "int8 with the decoder written for one sentence at a time (interactive use): faster at "
-                   "batch 1, slower on batches. int4: 4-bit weights in blocks, for one sentence at a time: "
-                   "the smallest files and the fastest batch 1, at some quality (check the export's validation).")
+                   "batch 1, slower on batches. int4: 4-bit weights in blocks, for one sentence at a time: the "
+                   "smallest files (with --onnx-int4-block 128 also the fastest batch 1), at some quality (the "
+                   "export's validation measures it).")
 @click.option("--ct2-precisions", default="float32,int8", show_default=True,
               help="Comma-separated: float32, int8, int8_float32, int16; GPU types float16, int8_float16, bfloat16.")
 @click.option("--onnx-int8", default="rowwise", show_default=True, type=click.Choice(["rowwise", "dynamic"]),

@@ -46,11 +46,10 @@ def _int8_scheme_line(options: dict) -> str | None:
     if is_stale(options):   # mtedge/DESIGN.md §4.12
         return ("row-wise int8 exported before 2026-12-02: onnxruntime's fusion drops its biases; "
                 "re-export with `mtedge export`")
-    kernels = options.get("kernels") or {}
     if options.get("weight_bits") == 4:   # int4: both graphs in MatMulNBits' 4-bit blocks
         return f"int8 activations per row, {options['weights']}; for one sentence at a time (MatMulNBits)"
     line = f"row-wise int8, {options['weight_bits']}-bit weights (preset {options.get('preset', '?')})"
-    if kernels.get(DECODER_FILE) == "gemv":
+    if (options.get("kernels") or {}).get(DECODER_FILE) == "gemv":
         line += ", decoder for one sentence at a time (MatMulNBits)"
     return line
 

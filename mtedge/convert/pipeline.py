@@ -115,7 +115,8 @@ def export_bundle(model_dir: str | Path, out_dir: str | Path, *, engines=ENGINES
                   validation_file: str | Path | None = None, validation_pairs=None, validate_n: int = 200,
                   max_bleu_drop: float | None = None, onnx_quant_preset: str | None = None,
                   onnx_int8: str = "rowwise", onnx_decoder: str = "auto",
-                  onnx_int4_block: int = rowwise_int8.DEFAULT_INT4_BLOCK, strict_pad: bool = False, source_lang: str | None = None, target_lang: str | None = None,
+                  onnx_int4_block: int = rowwise_int8.DEFAULT_INT4_BLOCK, strict_pad: bool = False,
+                  source_lang: str | None = None, target_lang: str | None = None,
                   threads: int | None = None, name: str | None = None, log=_stderr) -> Path:
     """Export ``model_dir`` into the bundle ``out_dir``; returns ``out_dir``.
 

@@ -35,11 +35,12 @@ are dequantized), which is what shrinks the files. ``If`` subgraphs (the merged 
 rewritten too.
 
 4-bit weights (``weight_bits=4``, the ``int4`` precision, ``gemv`` kernel only) are ``MatMulNBits``' own
-format: blocks of 32, 64 or 128 values along K (``INT4_BLOCKS``), one scale per block, two values a byte (low nibble first,
-offset by 8). The activations are quantized as for ``int8_latency`` (int8, per row, inside the kernel), so the
-graph stays batch-invariant. Embedding tables are stored in the same blocks and read by onnxruntime's
-``GatherBlockQuantized``, so a tied ``lm_head`` and the embedding still share one table. At opus-mt's shape a
-batch-1 step reads about half the bytes of int8_latency's (mtedge/DESIGN.md §4.18).
+format: blocks of 32, 64 or 128 values along K (``INT4_BLOCKS``), one scale per block, two values a byte (low
+nibble first, offset by 8). The activations are quantized as for ``int8_latency`` (int8, per row, inside the
+kernel), but onnxruntime 1.32's 4-bit kernel rounds a row's float sums differently with the number of rows in
+the call (~1 ulp), so these graphs are not batch-invariant (the export records it). Embedding tables are
+stored in the same blocks and read by onnxruntime's ``GatherBlockQuantized``, so a tied ``lm_head`` and the
+embedding still share one table. A weight takes 0.53-0.63 of int8's bytes (mtedge/DESIGN.md §4.18).
 """
 
 from __future__ import annotations
@@ -354,7 +355,6 @@ class _Rewriter:
                       helper.make_node("Squeeze", [unshifted, block_axis], [squeezed])]
             rows_f = squeezed
         return nodes + [helper.make_node("Mul", [rows_f, row_scales], [node.output[0]], name=node.name)]
-
 
     def _gather_blocks(self, node, tensor, owner) -> list:
         """Rows of a 4-bit table through ``GatherBlockQuantized``: ``[..., blocks, block]`` floats, reshaped to
