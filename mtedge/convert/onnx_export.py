@@ -121,7 +121,11 @@ class QuantizedPrecision:
     encoder_kernel: str
     decoder_kernel: str
     weight_bits: int | None = None
-    follows_int8_scheme: bool = True   # --onnx-int8 dynamic writes it with onnxruntime's quantizer instead
+
+    @property
+    def follows_int8_scheme(self) -> bool:
+        """An int8 precision: ``--onnx-int8 dynamic`` writes it with onnxruntime's quantizer instead."""
+        return self.weight_bits is None
 
 
 # The encoder runs once per batch over every source token (many rows): int8 keeps it on the GEMM kernel in
@@ -129,7 +133,7 @@ class QuantizedPrecision:
 QUANTIZED_PRECISIONS = {
     "int8": QuantizedPrecision("gemm", "gemm"),
     "int8_latency": QuantizedPrecision("gemm", "gemv"),
-    "int4": QuantizedPrecision("gemv", "gemv", weight_bits=4, follows_int8_scheme=False),
+    "int4": QuantizedPrecision("gemv", "gemv", weight_bits=4),
 }
 
 

@@ -223,8 +223,8 @@ class _Rewriter:
 
         four_bit = self.weight_bits == INT4_BITS
         if transpose and self.weight_bits in (FULL_WEIGHT_BITS, INT4_BITS):
-            b_blocks = self._table_rows(tensor, owner)[0]
-            scales = self._table_rows(tensor, owner)[1] if four_bit else self._table_scale_flat(tensor, owner)
+            b_blocks, table_scale = self._table_rows(tensor, owner)
+            scales = table_scale if four_bit else self._table_scale_flat(tensor, owner)
             n, k = (int(d) for d in tensor.dims)
         else:
             weight = numpy_helper.to_array(tensor).astype(np.float32)
@@ -377,18 +377,22 @@ class _Rewriter:
                                               lambda: [("minus_one", np.array([-1], np.int64)),
                                                        ("dim", np.array([dim], np.int64))], self.model.graph)
         t = lambda stem: self.fresh(f"{node.name or 'gather'}/{stem}")  # noqa: E731
-        blocks, ids_shape, flat_shape, flat = t("blocks"), t("ids_shape"), t("rows_shape"), t("rows_padded")
-        (start,) = self._constant(("zero", ""), lambda: [("zero", np.array([0], np.int64))], self.model.graph)
-        return [
+        padded = dim % self.block != 0   # the last block then holds zeros past the width
+        blocks, ids_shape, flat_shape = t("blocks"), t("ids_shape"), t("rows_shape")
+        flat = t("rows_padded") if padded else node.output[0]
+        nodes = [
             helper.make_node("GatherBlockQuantized", [table_q, node.input[1], scale_3d], [blocks],
                              domain=CONTRIB_DOMAIN, bits=INT4_BITS, block_size=self.block, gather_axis=0,
                              quantize_axis=2),
             helper.make_node("Shape", [node.input[1]], [ids_shape]),
             helper.make_node("Concat", [ids_shape, last_axis], [flat_shape], axis=0),
-            helper.make_node("Reshape", [blocks, flat_shape], [flat]),
-            # the last block is padded with zeros when the width is not a whole number of blocks
-            helper.make_node("Slice", [flat, start, dim_end, last_axis], [node.output[0]], name=node.name),
+            helper.make_node("Reshape", [blocks, flat_shape], [flat], name=node.name),
         ]
+        if padded:   # a copy of the rows each call: only where the width needs it
+            (start,) = self._constant(("zero", ""), lambda: [("zero", np.array([0], np.int64))], self.model.graph)
+            nodes.append(helper.make_node("Slice", [flat, start, dim_end, last_axis], [node.output[0]],
+                                          name=f"{node.name}/unpad"))
+        return nodes
 
 
 def _as_nbits(values: np.ndarray) -> np.ndarray:
