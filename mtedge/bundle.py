@@ -19,6 +19,8 @@ FORMAT = "mtedge-bundle"
 FORMAT_VERSION = 1
 SUPPORTED_FORMAT_VERSIONS = (1,)
 MANIFEST_NAME = "manifest.json"
+# A vocabulary shortlist (mtedge/convert/shortlist.py), in CTranslate2's format and place: its model directory
+SHORTLIST_FILE = "vmap.txt"
 
 # Precision names per engine, in the order they are listed to users.
 PRECISIONS = {
@@ -158,7 +160,7 @@ def manifest_problem(manifest: dict) -> str | None:
         value = (generation or {}).get(key)
         if value is not None and not check(value):
             return f"generation.{key} must be {what}, got {_shown(value)}"
-    for key in ("model_shape", "export", "source_model", "validation_reference"):
+    for key in ("model_shape", "export", "source_model", "validation_reference", "shortlist"):
         value = manifest.get(key)
         if value is not None and not isinstance(value, dict):
             return f"{key} must be an object, got {_shown(value)}"
@@ -317,6 +319,10 @@ class Bundle:
             raise BundleError(f"bundle {self.name} has no {engine} {precision}; it has "
                               f"{format_engines(self.engines())}")
         return record
+
+    def has_shortlist(self, engine: str, precision: str) -> bool:
+        """Whether that engine directory holds a vocabulary shortlist (``mtedge shortlist``)."""
+        return SHORTLIST_FILE in self.engine_record(engine, precision).get("files", {})
 
     def engine_dir(self, engine: str, precision: str) -> Path:
         """The directory of one engine+precision, after checking its files (names a broken one)."""

@@ -16,8 +16,8 @@ from mtedge import __version__
 from mtedge.errors import UserError
 
 # name -> module under mtedge.commands that defines a click command called `command`
-SUBCOMMANDS = ["pretrain", "average", "train", "merge", "export", "translate", "translate-corpus", "bench", "info",
-               "serve"]
+SUBCOMMANDS = ["pretrain", "average", "train", "merge", "export", "shortlist", "translate", "translate-corpus", "bench",
+               "info", "serve"]
 
 
 class _LazyGroup(click.Group):

@@ -259,6 +259,13 @@ class BundleTokenizer:
     def pieces_to_ids(self, pieces: list[str]) -> list[int]:
         return [self._piece_id(p) for p in pieces]
 
+    def target_pieces(self, text: str) -> list[str]:
+        """The target-side pieces of a reference translation (no prefix, no ``</s>``): what the model is
+        trained to generate for it (Marian: its own target sentencepiece model)."""
+        if _SURROGATE.search(text):
+            text = _SURROGATE.sub("\ufffd", text)
+        return self.target_spm.encode(text, out_type=str)
+
     # -- decoding ------------------------------------------------------------------------------
     def decode(self, ids: list[int]) -> str:
         """Text of target ids, like HF ``decode(ids, skip_special_tokens=True)``."""

@@ -107,8 +107,10 @@ class Translator:
     def __init__(self, bundle: str | Path | Bundle, engine: str = "ct2", precision: str | None = None,
                  device: str = "auto", threads: int | None = None, workers: int = 1,
                  batch_tokens: int = DEFAULT_BATCH_TOKENS, chunk_size: int = DEFAULT_CHUNK_SIZE,
-                 graph_optimization: str = "all"):
-        """``precision`` defaults to int8 (fp32 for the torch reference); ``device``: auto | cpu | cuda."""
+                 graph_optimization: str = "all", shortlist: bool = False):
+        """``precision`` defaults to int8 (fp32 for the torch reference); ``device``: auto | cpu | cuda.
+        ``shortlist``: compute logits only for the bundle's vocabulary shortlist (``mtedge shortlist``; ct2
+        engine): faster, and a sentence's output may then depend on the other sentences of its batch."""
         self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
         check_engine(engine)
         _check_positive("threads", threads, allow_none=True)
@@ -125,7 +127,9 @@ class Translator:
         self.chunk_size = chunk_size
         self.tokenizer = BundleTokenizer(self.bundle.tokenizer_dir())
         self.engine = build_engine(self.bundle, engine, self.precision, self.device, threads,
-                                   tokenizer=self.tokenizer, workers=workers, graph_optimization=graph_optimization)
+                                   tokenizer=self.tokenizer, workers=workers, graph_optimization=graph_optimization,
+                                   shortlist=bool(shortlist))
+        self.shortlist = bool(shortlist)
         self._lock = None if getattr(self.engine, "thread_safe", False) else threading.Lock()
         generation = self.bundle.generation
         self.default_beam_size = generation.num_beams

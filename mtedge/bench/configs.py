@@ -20,6 +20,7 @@ class BenchConfig:
     precision: str       # bundle precision name (export/README.md)
     device: str = "cpu"
     group: str = "ours"  # ours | peer
+    shortlist: bool = False   # logits for the bundle's vocabulary shortlist only (mtedge shortlist)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -37,6 +38,8 @@ _CPU = [
     BenchConfig("ct2-float32", "mtedge", "ct2", "float32"),
     BenchConfig("ct2-int8", "mtedge", "ct2", "int8"),
     BenchConfig("ct2-int16", "mtedge", "ct2", "int16"),
+    # int8 with the bundle's vocabulary shortlist (measured where the bundle has one: `mtedge shortlist`)
+    BenchConfig("ct2-int8-shortlist", "mtedge", "ct2", "int8", shortlist=True),
     BenchConfig("hf-torch-fp32", "hf", "torch", "fp32", group="peer"),
     # what a PyTorch user tries first for speed: dynamic int8 Linear layers on the same checkpoint
     BenchConfig("hf-torch-int8", "hf-int8", "torch", "fp32", group="peer"),

@@ -22,7 +22,7 @@ from mtedge.bench.report import Report
 from mtedge.bench.rows import base_row, combine_rounds, record_outcome
 from mtedge.bench.supervisor import run_worker
 from mtedge.bench.testset import TestSet
-from mtedge.bundle import Bundle
+from mtedge.bundle import SHORTLIST_FILE, Bundle
 from mtedge.engines import cuda_available
 from mtedge.errors import BundleError, UserError
 from mtedge.tokenizer import TOKENIZER_JSON
@@ -86,9 +86,10 @@ def default_threads() -> int:
         return os.cpu_count() or 1
 
 
-def dir_size_bytes(path: Path) -> int:
-    """Bytes of the regular files under ``path`` (symlinks not followed)."""
-    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file() and not p.is_symlink())
+def dir_size_bytes(path: Path, leave_out: tuple[str, ...] = ()) -> int:
+    """Bytes of the regular files under ``path`` (symlinks not followed), but for the names in ``leave_out``."""
+    return sum(p.stat().st_size for p in Path(path).rglob("*")
+               if p.is_file() and not p.is_symlink() and p.name not in leave_out)
 
 
 # ---------------------------------------------------------------- per-config preparation
@@ -141,6 +142,8 @@ def prepare_spec(config: BenchConfig, bundle, work_dir: Path) -> tuple[dict, Pat
     extra: dict = {}
     if config.runner == "mtedge":
         model_dir = bundle.engine_dir(config.engine, config.precision)
+        if config.shortlist and not bundle.has_shortlist(config.engine, config.precision):
+            raise BundleError(f"bundle {bundle.name} has no vocabulary shortlist (add one with `mtedge shortlist`)")
     elif config.runner in ("hf", "hf-int8"):
         model_dir = extra["torch_dir"] = _torch_dir(bundle)
     elif config.runner == "optimum":
@@ -181,7 +184,8 @@ class _Run:
         except (BundleError, UnsupportedConfig) as exc:
             row["error"] = _unavailable_message(config, exc)
             return None
-        row["disk_bytes"] = dir_size_bytes(model_dir)
+        # a config without the shortlist does not need its file, though it shares the directory
+        row["disk_bytes"] = dir_size_bytes(model_dir, () if config.shortlist else (SHORTLIST_FILE,))
         row["disk_mb"] = row["disk_bytes"] / 2**20
         row["model_dir"] = str(model_dir)
         limit = self.options.max_memory_mb.get(config.name, self.options.max_memory_mb.get("*"))

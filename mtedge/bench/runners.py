@@ -44,8 +44,8 @@ class MtedgeRunner(Runner):
         from mtedge import Translator
 
         self.translator = Translator(self.bundle, engine=self.config["engine"],
-                                     precision=self.config["precision"],
-                                     device=self.config["device"], threads=self.threads)
+                                     precision=self.config["precision"], device=self.config["device"],
+                                     threads=self.threads, shortlist=self.config.get("shortlist", False))
 
     def runtime(self):
         engine = self.translator.engine

@@ -54,6 +54,10 @@ def _int8_scheme_line(options: dict) -> str | None:
     return line
 
 
+def _listed(value) -> str:
+    return ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
 def describe_bundle(path: Path, deep: bool) -> tuple[list[str], list[str]]:
     from mtedge.bundle import Bundle
 
@@ -80,6 +84,13 @@ def describe_bundle(path: Path, deep: bool) -> tuple[list[str], list[str]]:
     pad = m.get("export", {}).get("ct2_marian_pad")
     if pad and pad.get("pad_row_zeroed"):
         lines.append(f"note          CT2 models use a zeroed Marian <pad> row (was norm {pad['pad_row_norm']:.4g})")
+    shortlist = m.get("shortlist")
+    if shortlist:
+        lines.append(f"shortlist     {shortlist.get('file')} in {', '.join(shortlist.get('engines') or [])}: "
+                     f"{shortlist.get('per_token')} target tokens per source token "
+                     f"({shortlist.get('source_tokens_mapped')} mapped), {shortlist.get('always')} always, from "
+                     f"{shortlist.get('pairs')} pairs of {_listed(shortlist.get('data'))} (--shortlist; outputs "
+                     f"depend on the batch)")
     lines.append("engines")
     signature = None
     for engine, precisions in bundle.engines().items():

@@ -308,11 +308,14 @@ def _translate_stream(translator, lines, sink, options: dict, as_json: bool, rep
 @click.option("--workers", type=POSITIVE, default=1, show_default=True,
               help="Engine calls that may run at once (CTranslate2 only).")
 @click.option("--split-sentences", is_flag=True, help="Translate each sentence of a line separately.")
+@click.option("--shortlist", is_flag=True,
+              help="Score only the bundle's vocabulary shortlist (`mtedge shortlist`; ct2): faster, and a line's "
+                   "output may then depend on the lines batched with it.")
 @click.option("--json", "as_json", is_flag=True, help="JSON lines: text, score and the n-best hypotheses.")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar on stderr (default: on when reading a file).")
 def command(bundle, input_path, output_path, engine, precision, device, beam_size, max_length, length_penalty,
-            num_hypotheses, batch_tokens, threads, workers, split_sentences, as_json, progress):
+            num_hypotheses, batch_tokens, threads, workers, split_sentences, shortlist, as_json, progress):
     """Translate BUNDLE's source language to its target language, one line at a time."""
     check_engine(engine)  # before any input is read
     _check_paths(input_path, output_path)
@@ -328,7 +331,8 @@ def command(bundle, input_path, output_path, engine, precision, device, beam_siz
     replaced = []
     with _one_line_warnings():
         translator = Translator(bundle, engine=engine, precision=precision, device=device, threads=threads,
-                                workers=workers, batch_tokens=batch_tokens or DEFAULT_BATCH_TOKENS)
+                                workers=workers, batch_tokens=batch_tokens or DEFAULT_BATCH_TOKENS,
+                                shortlist=shortlist)
         try:
             options = dict(beam_size=beam_size, max_length=max_length, length_penalty=length_penalty,
                            num_hypotheses=num_hypotheses, return_scores=as_json, split_sentences=split_sentences)

@@ -25,8 +25,8 @@ PRECISION_ALIASES = {
 DEVICES = ("auto", "cpu", "cuda")
 
 __all__ = ["ENGINES", "DEFAULT_PRECISION", "DecodeOptions", "Engine", "Hypothesis", "TargetSpec",
-           "build_engine", "check_engine", "load_engine", "resolve_engine", "resolve_precision", "resolve_device",
-           "cuda_available"]
+           "build_engine", "check_engine", "check_shortlist", "load_engine", "resolve_engine", "resolve_precision",
+           "resolve_device", "cuda_available"]
 
 
 def check_engine(engine) -> str:
@@ -84,16 +84,17 @@ def resolve_device(engine: str, device: str, precision: str) -> str:
 
 def load_engine(bundle: Bundle, engine: str, precision: str | None = None, device: str = "cpu",
                 threads: int | None = None, *, tokenizer=None, workers: int = 1,
-                graph_optimization: str = "all") -> Engine:
+                graph_optimization: str = "all", shortlist: bool = False) -> Engine:
     """Build ``engine`` at ``precision`` on ``device`` from ``bundle`` (files checked first).
 
     ``threads``: compute threads per call (None: the library's default). ``workers``: CTranslate2
     calls that may run at once (``inter_threads``); the other engines run one call at a time.
-    ``device``: auto | cpu | cuda (see :func:`resolve_device`).
+    ``device``: auto | cpu | cuda (see :func:`resolve_device`). ``shortlist``: restrict the output layer to
+    the bundle's vocabulary shortlist (see :func:`check_shortlist`).
     """
     engine, precision, device = resolve_engine(engine, precision, device)
     return build_engine(bundle, engine, precision, device, threads, tokenizer=tokenizer, workers=workers,
-                        graph_optimization=graph_optimization)
+                        graph_optimization=graph_optimization, shortlist=shortlist)
 
 
 def resolve_engine(engine: str, precision: str | None, device: str) -> tuple[str, str, str]:
@@ -103,10 +104,24 @@ def resolve_engine(engine: str, precision: str | None, device: str) -> tuple[str
     return engine, precision, resolve_device(engine, device, precision)
 
 
+def check_shortlist(bundle: Bundle, engine: str, precision: str) -> None:
+    """A vocabulary shortlist runs where the bundle has one and the engine reads it: CTranslate2 (``use_vmap``).
+    The other engines compute every token's logit (their graphs and models have no shortlist input)."""
+    if engine != "ct2":
+        raise UserError(f"the vocabulary shortlist runs on the ct2 engine only; {engine} computes every token's "
+                        f"logit (drop the shortlist, or use engine 'ct2')")
+    if not bundle.has_shortlist(engine, precision):
+        raise UserError(f"bundle {bundle.name} has no vocabulary shortlist; add one with "
+                        f"`mtedge shortlist {bundle.path} --data PAIRS.tsv` (parallel text of the model's domain)")
+
+
 def build_engine(bundle: Bundle, engine: str, precision: str, device: str, threads: int | None = None, *,
-                 tokenizer=None, workers: int = 1, graph_optimization: str = "all") -> Engine:
+                 tokenizer=None, workers: int = 1, graph_optimization: str = "all",
+                 shortlist: bool = False) -> Engine:
     """Build an engine from values :func:`resolve_engine` returned."""
     model_dir = bundle.engine_dir(engine, precision)  # names what the bundle has when it lacks this
+    if shortlist:
+        check_shortlist(bundle, engine, precision)
     if tokenizer is None:
         from mtedge.tokenizer import BundleTokenizer
 
@@ -119,7 +134,7 @@ def build_engine(bundle: Bundle, engine: str, precision: str, device: str, threa
         return CT2Engine(model_dir, target, tokenizer.pieces, precision=precision, device=device,
                          threads=threads, workers=workers, unk_id=tokenizer.unk_id,
                          forced_eos=generation.forces_eos, repetition_penalty=generation.repetition_penalty,
-                         no_repeat_ngram_size=generation.no_repeat_ngram_size)
+                         no_repeat_ngram_size=generation.no_repeat_ngram_size, shortlist=shortlist)
     if engine == "torch":
         from mtedge.engines.torch_engine import TorchEngine
 

@@ -62,7 +62,7 @@ class CT2Engine(Engine):
     def __init__(self, model_dir: Path, target: TargetSpec, pieces: list[str], *, precision: str = "default",
                  device: str = "cpu", device_index: int = 0, threads: int | None = None, workers: int = 1,
                  unk_id: int = 0, forced_eos: bool = True, repetition_penalty: float = 1.0,
-                 no_repeat_ngram_size: int = 0):
+                 no_repeat_ngram_size: int = 0, shortlist: bool = False):
         import ctranslate2
 
         self.target = target
@@ -74,6 +74,9 @@ class CT2Engine(Engine):
         self.forced_eos = forced_eos
         self.repetition_penalty = float(repetition_penalty or 1.0)
         self.no_repeat_ngram_size = int(no_repeat_ngram_size or 0)
+        # CTranslate2 reads vmap.txt from the model directory and keeps, per call, the union of the candidates
+        # of the batch's source tokens (mtedge/convert/shortlist.py): outputs then depend on the batch
+        self.shortlist = bool(shortlist)
         self.eos_piece = pieces[target.eos_id]
         self.prefix_pieces = [pieces[i] for i in target.target_prefix_ids]
         model_dir = Path(model_dir)
@@ -140,6 +143,7 @@ class CT2Engine(Engine):
             suppress_sequences=self.suppress or None,
             max_batch_size=0,
             sampling_topk=1,
+            use_vmap=self.shortlist,
         )
         return [[self._hypothesis(tokens, score if options.return_scores else None, options)
                  for tokens, score in zip(result.hypotheses, result.scores or [None] * len(result.hypotheses))]

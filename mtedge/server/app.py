@@ -74,7 +74,8 @@ def create_app(config: ServerConfig, translator) -> Starlette:
     state = ServerState(config=config, translator=translator, pair=pair,
                         keys=ApiKeys.load(config.api_keys_file) if config.api_keys_file else None,
                         limiter=RateLimiter(config.req_limit),
-                        merge=batch_invariant(translator.bundle, translator.engine_name, translator.precision))
+                        merge=batch_invariant(translator.bundle, translator.engine_name, translator.precision,
+                                              translator.shortlist))
     translator.engine = CountingEngine(translator.engine, state.metrics)
 
     @asynccontextmanager

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-def batch_invariant(bundle, engine: str, precision: str) -> bool:
+def batch_invariant(bundle, engine: str, precision: str, shortlist: bool = False) -> bool:
     """Whether a sentence's output on this engine/precision of ``bundle`` is independent of the other
     sentences of its batch, so that strangers' requests may share an engine call.
 
@@ -14,7 +14,10 @@ def batch_invariant(bundle, engine: str, precision: str) -> bool:
     picks one scale per batch, and one user's text would change another's translation. ONNX int4 is not: its
     4-bit kernel rounds a row's sums differently with the rows in the call (the export records it). The
     PyTorch reference is not (padding changes float summation order), and it is not a serving engine anyway.
+    Nor is a vocabulary shortlist: CTranslate2 keeps the union of the batch's candidates.
     """
+    if shortlist:
+        return False
     if engine == "ct2" or (engine, precision) == ("onnx", "fp32"):
         return True
     if engine == "onnx":   # int8, int8_latency, int4: the export records it
@@ -46,6 +49,7 @@ class ServerConfig:
     batch_tokens: int = 4096            # source tokens per merged engine call
     max_body_bytes: int = 1 << 20       # request bodies larger than this get 413 before being read
     split_sentences: bool = True        # translate a paragraph sentence by sentence (what LibreTranslate does)
+    shortlist: bool = False             # the bundle's vocabulary shortlist (ct2; mtedge shortlist)
     frontend_timeout: int = 500         # LibreTranslate's /frontend/settings value (ms, for its web UI)
     log_level: str = "info"
 

@@ -25,12 +25,13 @@ def serve(config: ServerConfig) -> None:
 
     logging.basicConfig(level=config.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
     translator = Translator(config.bundle, engine=config.engine, precision=config.precision, device=config.device,
-                            threads=config.threads, batch_tokens=config.batch_tokens)
+                            threads=config.threads, batch_tokens=config.batch_tokens, shortlist=config.shortlist)
     app = create_app(config, translator)
     log.info("bundle %s (%s→%s), engine %s %s on %s; merging requests across clients: %s",
              translator.bundle.name, translator.bundle.source_lang, translator.bundle.target_lang,
              translator.engine_name, translator.precision, translator.device,
-             "yes" if batch_invariant(translator.bundle, translator.engine_name, translator.precision) else "no (not batch-invariant)")
+             "yes" if batch_invariant(translator.bundle, translator.engine_name, translator.precision,
+                                      translator.shortlist) else "no (not batch-invariant)")
     # limit_concurrency: a backstop against connection floods (uvicorn answers 503 past it); the queue is the real bound
     settings = uvicorn.Config(app, host=config.host, port=config.port, log_level=config.log_level,
                               timeout_graceful_shutdown=int(config.shutdown_grace) + 1, access_log=False,
