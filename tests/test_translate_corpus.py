@@ -148,6 +148,13 @@ def test_a_broken_bundle_fails_on_the_driver_before_ray(marian, tmp_path, capsys
     assert not (tmp_path / "out.txt.shards").exists() and not (tmp_path / "out.txt").exists()
 
 
+def test_a_shortlist_the_bundle_lacks_fails_before_ray(marian, tmp_path, capsys, no_ray):
+    source = write_lines(tmp_path / "in.txt", ["the cat sees the dog"])
+    code, _, err = run_cli(capsys, "translate-corpus", marian, "-i", source, "-o", tmp_path / "out.txt", "--shortlist",
+                           *FAST)
+    assert_user_error(code, err, "has no vocabulary shortlist")
+
+
 def test_malformed_rows_fail_before_ray_with_their_row_numbers(marian, tmp_path, capsys, no_ray):
     source = write_lines(tmp_path / "in.jsonl", ['{"text": "the cat"}', "{oops", '{"text": "a"}', '{"id": 4}',
                                                  '{"text": ["x"]}'])
@@ -207,6 +214,27 @@ def test_output_is_the_plain_translator_s_row_for_row(ray_instance, marian, corp
     assert "translated 318 rows in 5 shard(s)" in out and "rows/s with 2 actor(s) x 1 thread(s)" in out
     assert f"wrote {output} (text, 318 rows)" in out
     assert not (tmp_path / "out.txt.shards").exists()  # removed once the output is written
+
+
+def test_the_shortlist_reaches_the_actors(ray_instance, marian, tmp_path, capsys):
+    from mtedge.convert.shortlist import add_shortlist
+    from tests.cli_helpers import write_tsv
+    from tests.factories import train_pairs
+
+    bundle = shutil.copytree(marian, tmp_path / "bundle")
+    # one candidate per source token and none for everyone: translations must change
+    add_shortlist(bundle, write_tsv(tmp_path / "train.tsv", train_pairs()[:300]), per_token=1, always=0,
+                  min_count=1, log=lambda message: None)
+    rows = [source for source, _ in templated_pairs(12, seed=5)]
+    output = tmp_path / "out.txt"
+    code, out, err = run_cli(capsys, "translate-corpus", bundle, "-i", write_lines(tmp_path / "in.txt", rows), "-o",
+                             output, "--actors", "1", "--batch-size", "1", "--shortlist", *FAST)
+    assert code == 0, err
+    with Translator(bundle, engine="ct2", threads=1, shortlist=True) as short, \
+            Translator(bundle, engine="ct2", threads=1) as full:
+        alone = [short.translate([row])[0].text for row in rows]   # --batch-size 1: each row alone
+        plain = [t.text for t in full.translate(rows)]
+    assert output_lines(output) == alone and alone != plain
 
 
 def test_more_actors_than_the_local_cpus_is_refused(ray_instance, marian, tmp_path, capsys):

@@ -245,8 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from mtedge.bench.machine import describe_machine
 
+    words = argv if argv is not None else sys.argv[1:]
     report = {"machine": describe_machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-              "command": "python -m benchmarks.suites.shortlist " + " ".join(argv if argv is not None else sys.argv[1:])}
+              "command": "python -m benchmarks.suites.shortlist " + " ".join(words)}
     if args.bundle:
         report["quality"] = quality(args.bundle, args.test, args.threads, args.alone)
     if not args.no_speed:

@@ -59,10 +59,13 @@ NAMES = {**FLAG_NAMES, "actors": "--actors", "threads_per_actor": "--threads-per
               help="Most target tokens per sentence, </s> included (default: the bundle's).")
 @click.option("--length-penalty", type=FLOAT, default=None, help="HF length penalty (default: the bundle's).")
 @click.option("--split-sentences", is_flag=True, help="Translate each sentence of a row separately.")
+@click.option("--shortlist", is_flag=True,
+              help="Score only the bundle's vocabulary shortlist (`mtedge shortlist`; ct2): faster, and a row's "
+                   "output may then depend on the rows batched with it.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
 def command(bundle, input_path, output_path, input_format, field_name, output_format, on_error, address, actors,
             threads_per_actor, batch_size, shard_rows, shards_dir, keep_shards, restart, engine, precision,
-            beam_size, max_length, length_penalty, split_sentences, progress):
+            beam_size, max_length, length_penalty, split_sentences, shortlist, progress):
     """Translate a corpus file with BUNDLE on Ray, in resumable shards.
 
     Row N of the output is the translation of row N of the input (blank rows stay blank). Finished
@@ -78,7 +81,7 @@ def command(bundle, input_path, output_path, input_format, field_name, output_fo
         threads_per_actor=threads_per_actor, batch_size=batch_size, shard_rows=shard_rows, shards_dir=shards_dir,
         keep_shards=keep_shards, restart=restart, engine=engine, precision=precision, beam_size=beam_size,
         max_length=max_length, length_penalty=length_penalty, split_sentences=split_sentences,
-        progress=progress, names=NAMES)
+        shortlist=shortlist, progress=progress, names=NAMES)
     for name, why in report.redone[:5]:
         click.echo(f"warning: {name} is translated again: {why}", err=True)
     if report.malformed_count:

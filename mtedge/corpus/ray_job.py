@@ -28,6 +28,8 @@ from mtedge.corpus.source import InputSpec, Shard, read_shard
 from mtedge.errors import UserError
 
 INSTALL_HINT = "pip install 'mtedge[distributed]'"
+# the one option that goes to the actors' Translator rather than to its translate() (mtedge shortlist)
+SHORTLIST_OPTION = "shortlist"
 
 
 def import_ray():
@@ -153,10 +155,12 @@ class ShardTranslator:
     def __init__(self, bundle: str, engine: str, precision: str, threads: int, options: dict):
         from mtedge.translator import Translator
 
-        self.options, self.failure = options, None
+        # the shortlist is the Translator's, the rest are translate()'s options
+        self.options = {k: v for k, v in options.items() if k != SHORTLIST_OPTION}
+        self.failure = None
         try:
             self.translator = Translator(bundle, engine=engine, precision=precision, device="cpu",
-                                         threads=threads)
+                                         threads=threads, shortlist=options.get(SHORTLIST_OPTION, False))
         except UserError as exc:
             # Raised here, the actor would die and Ray keep only a traceback's text (and retry); raised
             # from the first batch, the driver gets the UserError itself and prints its one line.

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mtedge.corpus.ray_job import SHORTLIST_OPTION
 from mtedge.corpus.source import InputSpec, scan
 from mtedge.corpus.store import OUTPUT_FORMATS, ShardStore, detect_output_format
 from mtedge.errors import UserError
@@ -89,7 +90,7 @@ def translate_corpus(bundle: str | Path, input_path: str | Path, output_path: st
                      shard_rows: int = DEFAULT_SHARD_ROWS, shards_dir: str | Path | None = None,
                      keep_shards: bool = False, restart: bool = False, engine: str = "ct2",
                      precision: str | None = None, beam_size: int | None = None, max_length: int | None = None,
-                     length_penalty: float | None = None, split_sentences: bool = False,
+                     length_penalty: float | None = None, split_sentences: bool = False, shortlist: bool = False,
                      progress: bool = False, names: dict[str, str] | None = None) -> CorpusReport:
     """Translate every row of ``input_path`` into ``output_path`` (row N of the output is the translation
     of row N of the input). ``names`` spells parameters as the caller does in messages (the CLI's flags)."""
@@ -111,7 +112,8 @@ def translate_corpus(bundle: str | Path, input_path: str | Path, output_path: st
     from mtedge.translator import Translator
 
     # Load once here: a bundle that cannot load fails now, with its own message, before any actor starts.
-    translator = Translator(bundle, engine=engine, precision=precision, device="cpu", threads=1)
+    translator = Translator(bundle, engine=engine, precision=precision, device="cpu", threads=1,
+                            shortlist=shortlist)
     try:
         decode = translator.decode_options(beam_size, max_length, 0, length_penalty, names=names)
         precision = translator.precision
@@ -119,7 +121,8 @@ def translate_corpus(bundle: str | Path, input_path: str | Path, output_path: st
     finally:
         translator.close()
     options = {"beam_size": decode.beam_size, "max_length": decode.max_length,
-               "length_penalty": decode.length_penalty, "split_sentences": bool(split_sentences)}
+               "length_penalty": decode.length_penalty, "split_sentences": bool(split_sentences),
+               SHORTLIST_OPTION: bool(shortlist)}
     settings = {"bundle_manifest_sha256": bundle_sha, "engine": engine, "precision": precision, **options,
                 "input_format": spec.fmt, "field": spec.field, "shard_rows": shard_rows}
 
