@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from mtedge.bundle import SHORTLIST_FILE, Bundle
-from mtedge.convert.shortlist import add_shortlist, build_vocabulary_map
+from mtedge.convert.shortlist import VocabularyMap, add_shortlist, build_vocabulary_map, coverage
 from mtedge.errors import DataError, UserError
 from mtedge.server.config import batch_invariant
 from mtedge.tokenizer import BundleTokenizer
@@ -55,6 +55,22 @@ def test_per_token_caps_each_list_best_first(marian_tokenizer):
     for source, targets in narrow.candidates.items():
         assert targets == wide.candidates[source][:3], source
     assert narrow.settings["pairs"] == 400
+
+
+def test_coverage_counts_the_reference_tokens_a_sentence_keeps(marian_tokenizer):
+    tok = marian_tokenizer
+    source, target = "the house", "das Haus"
+    wanted = tok.target_pieces(target)
+    everything = VocabularyMap(always=list(tok.vocab), candidates={})
+    assert coverage(everything, [(source, target)], tok) == {"pairs": 1, "token_coverage": 1.0,
+                                                              "sentences_covered": 1.0}
+    # keep all but the last reference piece, through the source tokens' lists: 1 of len(wanted) missing
+    lists = {piece: wanted[:-1] for piece in tok.source_tokens(source)}
+    partial = coverage(VocabularyMap(always=[], candidates=lists), [(source, target), (source, target)], tok)
+    assert partial == {"pairs": 2, "token_coverage": round((len(wanted) - 1) / len(wanted), 4),
+                       "sentences_covered": 0.0}
+    with pytest.raises(DataError):
+        coverage(everything, [], tok)
 
 
 def test_the_file_is_ctranslate2s_vmap_format(marian_tokenizer, tmp_path):
@@ -108,13 +124,17 @@ def test_the_manifest_lists_the_file_and_records_how_it_was_built(tiny_marian_bu
     bundle = _copy(tiny_marian_bundle, tmp_path)
     data = write_tsv(tmp_path / "train.tsv", train_pairs()[:150])
     more = write_tsv(tmp_path / "more.tsv", train_pairs()[150:200])
+    dev = write_tsv(tmp_path / "dev.tsv", train_pairs()[200:240])
     code, out, err = run_cli(capsys, "shortlist", bundle, "--data", data, "--data", more, "--per-token", "7",
-                             "--always", "20")
+                             "--always", "20", "--check", dev)
     assert code == 0, err
+    assert f"{dev}: " in err and "of the reference tokens are in their sentence's list" in err
     manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
     record = manifest["shortlist"]
     assert (record["per_token"], record["always"], record["pairs"], record["engines"]) == (7, 20, 200, ["ct2"])
     assert record["data"] == [str(data), str(more)] and [len(h) for h in record["data_sha256"]] == [64, 64]
+    assert record["check"]["data"] == str(dev) and record["check"]["pairs"] == 40
+    assert 0.5 < record["check"]["token_coverage"] <= 1.0
     opened = Bundle.open(bundle)
     for precision in manifest["engines"]["ct2"]:
         assert opened.has_shortlist("ct2", precision)

@@ -91,6 +91,10 @@ def describe_bundle(path: Path, deep: bool) -> tuple[list[str], list[str]]:
                      f"({shortlist.get('source_tokens_mapped')} mapped), {shortlist.get('always')} always, from "
                      f"{shortlist.get('pairs')} pairs of {_listed(shortlist.get('data'))} (--shortlist; outputs "
                      f"depend on the batch)")
+        checked = shortlist.get("check")
+        if checked:
+            lines.append(f"              keeps {checked.get('token_coverage', 0):.1%} of the reference tokens of "
+                         f"{checked.get('data')} ({checked.get('sentences_covered', 0):.1%} of its sentences whole)")
     lines.append("engines")
     signature = None
     for engine, precisions in bundle.engines().items():

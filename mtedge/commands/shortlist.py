@@ -20,11 +20,13 @@ from mtedge.convert.shortlist import DEFAULT_ALWAYS, DEFAULT_MIN_COUNT, DEFAULT_
               help="The most frequent target tokens, kept for every batch.")
 @click.option("--min-count", default=DEFAULT_MIN_COUNT, show_default=True, type=click.IntRange(min=1),
               help="Sentence pairs a source and a target token must share to be linked.")
-def command(bundle, data, per_token, always, min_count):
+@click.option("--check", type=click.Path(path_type=Path), default=None,
+              help="Held-out pairs (e.g. dev.tsv): report how many of their reference tokens the list keeps.")
+def command(bundle, data, per_token, always, min_count, check):
     """Write BUNDLE's vocabulary shortlist (ct2's vmap.txt) from --data; `mtedge translate --shortlist` uses it."""
     from mtedge.convert.shortlist import add_shortlist
 
     record = add_shortlist(bundle, list(data), per_token=per_token, always=always, min_count=min_count,
-                           log=lambda message: click.echo(message, err=True))
+                           check=check, log=lambda message: click.echo(message, err=True))
     click.echo(f"[shortlist] {record['source_tokens_mapped']} source tokens mapped from {record['pairs']} pairs; "
                f"{record['always']} target tokens always kept", err=True)

@@ -87,11 +87,15 @@ class _PairCounter:
     def _merge(self) -> None:
         if not self.pending:
             return
-        codes = np.concatenate([self.codes, *self.pending])
-        weights = np.concatenate([self.counts, np.ones(self.pending_size, np.int64)])
-        self.codes, inverse = np.unique(codes, return_inverse=True)
-        self.counts = np.bincount(inverse, weights=weights).astype(np.int64)
+        new, counts = np.unique(np.concatenate(self.pending), return_counts=True)
         self.pending, self.pending_size = [], 0
+        # into the sorted codes held so far: add to the codes seen before, insert the others (no re-sort)
+        at = np.searchsorted(self.codes, new)
+        seen = at < self.codes.size
+        seen[seen] = self.codes[at[seen]] == new[seen]
+        self.counts[at[seen]] += counts[seen]
+        self.codes = np.insert(self.codes, at[~seen], new[~seen])
+        self.counts = np.insert(self.counts, at[~seen], counts[~seen])
 
     def joint(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(source ids, target ids, counts)`` of every pair of pieces seen together."""
@@ -116,12 +120,13 @@ def build_vocabulary_map(pairs: Iterable[tuple[str, str]], tokenizer, *, per_tok
         raise DataError("no sentence pairs to count: a shortlist needs parallel data")
     pieces = tokenizer.pieces
     unknown = tokenizer.unk_id
+    writable = np.array([_writable(piece) for piece in pieces])
     frequent = [int(i) for i in np.argsort(-counter.target, kind="stable")
-                if counter.target[i] > 0 and i != unknown and _writable(pieces[i])][:always]
+                if counter.target[i] > 0 and i != unknown and writable[i]][:always]
     kept = np.zeros(size, bool)
     kept[frequent] = True
     s, t, both = counter.joint()
-    useful = (both >= min_count) & ~kept[t] & (t != unknown)
+    useful = (both >= min_count) & ~kept[t] & (t != unknown) & writable[t] & writable[s]
     s, t, both = s[useful], t[useful], both[useful]
     # best first within each source piece: by P(t|s) = both / count(s), i.e. by `both`; ties by target id
     order = np.lexsort((t, -both, s))
@@ -130,22 +135,40 @@ def build_vocabulary_map(pairs: Iterable[tuple[str, str]], tokenizer, *, per_tok
     ends = np.r_[starts[1:], s.size]
     candidates = {}
     for start, end in zip(starts, ends):
-        source = pieces[s[start]]
-        if _writable(source):
-            targets = [pieces[i] for i in t[start:end] if _writable(pieces[i])][:per_token]
-            if targets:
-                candidates[source] = targets
+        candidates[pieces[s[start]]] = [pieces[i] for i in t[start:min(end, start + per_token)]]
     settings = {"per_token": per_token, "always": always, "min_count": min_count, "pairs": counter.pairs,
                 "source_tokens_mapped": len(candidates)}
     return VocabularyMap([pieces[i] for i in frequent], candidates, settings)
 
 
+def coverage(vmap: VocabularyMap, pairs: Iterable[tuple[str, str]], tokenizer) -> dict:
+    """How well ``vmap`` covers held-out ``pairs``: the share of their reference target tokens that are in their
+    own sentence's candidates (what that sentence alone may generate; a batch only adds to it), and the share of
+    sentences whose every reference token is. Reference pieces the vocabulary lacks are not counted (no list
+    can hold them)."""
+    pieces = tokenizer.pieces
+    base = set(vmap.always) | {pieces[tokenizer.eos_id], pieces[tokenizer.unk_id]}
+    known = set(tokenizer.vocab)
+    tokens = hits = sentences = whole = 0
+    for source, target in pairs:
+        kept = base.union(*(vmap.candidates.get(piece, ()) for piece in tokenizer.source_tokens(source)))
+        wanted = [piece for piece in tokenizer.target_pieces(target) if piece in known]
+        found = sum(piece in kept for piece in wanted)
+        tokens, hits = tokens + len(wanted), hits + found
+        sentences, whole = sentences + 1, whole + (found == len(wanted))
+    if not sentences:
+        raise DataError("no sentence pairs to check the shortlist against")
+    return {"pairs": sentences, "token_coverage": round(hits / max(tokens, 1), 4),
+            "sentences_covered": round(whole / sentences, 4)}
+
+
 def add_shortlist(bundle_path: str | Path, data: str | Path | Sequence[str | Path], *,
                   per_token: int = DEFAULT_PER_TOKEN, always: int = DEFAULT_ALWAYS, min_count: int = DEFAULT_MIN_COUNT,
-                  log=print) -> dict:
+                  check: str | Path | None = None, log=print) -> dict:
     """Build a shortlist from the parallel file(s) ``data`` and write it into every CTranslate2 directory of the
     bundle (``vmap.txt``, where CTranslate2 looks for it); the manifest lists the file in those directories and
-    records how it was built under ``shortlist``. Returns that record."""
+    records how it was built under ``shortlist`` (with its :func:`coverage` of the held-out pairs ``check``).
+    Returns that record."""
     from mtedge.data import read_pairs
     from mtedge.tokenizer import BundleTokenizer
 
@@ -162,6 +185,11 @@ def add_shortlist(bundle_path: str | Path, data: str | Path | Sequence[str | Pat
     log(f"[shortlist] counting {len(pairs)} sentence pairs of {', '.join(map(str, files))}")
     vmap = build_vocabulary_map(pairs, tokenizer, per_token=per_token,
                                 always=always, min_count=min_count)
+    checked = None
+    if check is not None:   # before anything is written: a bad file leaves the bundle as it was
+        checked = {"data": str(check), **coverage(vmap, read_pairs(check), tokenizer)}
+        log(f"[shortlist] {check}: {checked['token_coverage']:.1%} of the reference tokens are in their sentence's "
+            f"list; every token of {checked['sentences_covered']:.1%} of the {checked['pairs']} sentences")
     manifest = json.loads(bundle.manifest_path.read_text(encoding="utf-8"))
     for precision, record in manifest["engines"]["ct2"].items():
         directory = bundle.path / record["dir"]
@@ -172,6 +200,8 @@ def add_shortlist(bundle_path: str | Path, data: str | Path | Sequence[str | Pat
         log(f"[shortlist] wrote {record['dir']}/{SHORTLIST_FILE}")
     manifest["shortlist"] = {"file": SHORTLIST_FILE, "engines": ["ct2"], "data": [str(path) for path in files],
                              "data_sha256": [sha256_file(path) for path in files], **vmap.settings}
+    if checked:
+        manifest["shortlist"]["check"] = checked
     tmp = bundle.manifest_path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(manifest, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     tmp.replace(bundle.path / MANIFEST_NAME)
