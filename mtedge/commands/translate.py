@@ -288,6 +288,11 @@ def _translate_stream(translator, lines, sink, options: dict, as_json: bool, rep
             bar.update(len(chunk))
 
 
+# --shortlist's help, shared with translate-corpus
+SHORTLIST_HELP = ("Score only the bundle's vocabulary shortlist (`mtedge shortlist`; ct2): faster, and a {unit}'s "
+                  "output may then depend on the {unit}s batched with it.")
+
+
 @click.command("translate")
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("-i", "--input", "input_path", type=click.Path(path_type=Path), default=None,
@@ -308,9 +313,7 @@ def _translate_stream(translator, lines, sink, options: dict, as_json: bool, rep
 @click.option("--workers", type=POSITIVE, default=1, show_default=True,
               help="Engine calls that may run at once (CTranslate2 only).")
 @click.option("--split-sentences", is_flag=True, help="Translate each sentence of a line separately.")
-@click.option("--shortlist", is_flag=True,
-              help="Score only the bundle's vocabulary shortlist (`mtedge shortlist`; ct2): faster, and a line's "
-                   "output may then depend on the lines batched with it.")
+@click.option("--shortlist", is_flag=True, help=SHORTLIST_HELP.format(unit="line"))
 @click.option("--json", "as_json", is_flag=True, help="JSON lines: text, score and the n-best hypotheses.")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar on stderr (default: on when reading a file).")

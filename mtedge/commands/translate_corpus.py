@@ -18,7 +18,7 @@ from pathlib import Path
 
 import click
 
-from mtedge.commands.translate import FLAG_NAMES, FLOAT, POSITIVE
+from mtedge.commands.translate import FLAG_NAMES, FLOAT, POSITIVE, SHORTLIST_HELP
 from mtedge.engines import check_engine
 
 NAMES = {**FLAG_NAMES, "actors": "--actors", "threads_per_actor": "--threads-per-actor",
@@ -59,9 +59,7 @@ NAMES = {**FLAG_NAMES, "actors": "--actors", "threads_per_actor": "--threads-per
               help="Most target tokens per sentence, </s> included (default: the bundle's).")
 @click.option("--length-penalty", type=FLOAT, default=None, help="HF length penalty (default: the bundle's).")
 @click.option("--split-sentences", is_flag=True, help="Translate each sentence of a row separately.")
-@click.option("--shortlist", is_flag=True,
-              help="Score only the bundle's vocabulary shortlist (`mtedge shortlist`; ct2): faster, and a row's "
-                   "output may then depend on the rows batched with it.")
+@click.option("--shortlist", is_flag=True, help=SHORTLIST_HELP.format(unit="row"))
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
 def command(bundle, input_path, output_path, input_format, field_name, output_format, on_error, address, actors,
             threads_per_actor, batch_size, shard_rows, shards_dir, keep_shards, restart, engine, precision,

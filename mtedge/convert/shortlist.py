@@ -36,7 +36,7 @@ _MERGE_EVERY = 4_000_000   # (source, target) codes held before they are summed 
 @dataclass
 class VocabularyMap:
     """What a shortlist keeps: ``always`` (target pieces) and ``candidates`` (source piece -> target pieces,
-    best first), with the settings and the data they came from."""
+    best first), with the settings it was built with."""
 
     always: list[str]
     candidates: dict[str, list[str]]
@@ -60,11 +60,10 @@ def _writable(piece: str) -> bool:
 
 
 class _PairCounter:
-    """Sentence-level counts: how many pairs hold source piece s, target piece t, and both (sparse)."""
+    """Sentence-level counts: how many pairs hold target piece t, and source piece s with t (sparse)."""
 
     def __init__(self, vocab_size: int):
         self.size = vocab_size
-        self.source = np.zeros(vocab_size, np.int64)
         self.target = np.zeros(vocab_size, np.int64)
         self.pending: list[np.ndarray] = []
         self.pending_size = 0
@@ -77,7 +76,6 @@ class _PairCounter:
         if not s.size or not t.size:
             return
         self.pairs += 1
-        self.source[s] += 1
         self.target[t] += 1
         self.pending.append((s[:, None] * self.size + t[None, :]).ravel())
         self.pending_size += s.size * t.size
