@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
 PROJECT = PYPROJECT["project"]
 
-HEAVY = ("torch", "transformers", "peft", "optimum", "accelerate")
+HEAVY = ("torch", "transformers", "peft", "optimum", "accelerate", "onnx")
 # mtedge/DESIGN.md §3: the stack checked on these machines. Extras must pin exactly these.
 PINS = {
     "torch": "2.13.0", "transformers": "4.57.6", "peft": "0.21.2", "optimum": "2.1.0", "optimum-onnx": "0.1.0",

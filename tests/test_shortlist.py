@@ -220,14 +220,3 @@ def test_a_server_under_a_shortlist_answers_each_request_on_its_own(tiny_marian_
     assert [body["translatedText"] for _, body in answers] == expected
     assert metrics["merge_across_requests"] is False and metrics["merged_batches"] == 0
 
-
-def test_the_shortlist_command_needs_only_the_base_install():
-    """`pip install mtedge` (no extras) can add a shortlist: the command pulls in neither torch nor the exporters."""
-    import subprocess
-    import sys
-
-    code = ("import sys, mtedge.commands.shortlist, mtedge.convert.shortlist, mtedge.data; "
-            "print(sorted(m for m in ('torch', 'transformers', 'onnx', 'optimum') if m in sys.modules))")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "[]"
