@@ -52,6 +52,14 @@ def describe_files(directory: Path) -> dict[str, dict]:
     return records
 
 
+def write_manifest(bundle: Path, manifest: dict) -> None:
+    """``manifest.json`` of the bundle directory ``bundle``, replaced whole (a crash leaves the old one)."""
+    path = Path(bundle) / MANIFEST_NAME
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(manifest, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
 def check_files(directory: Path, files: dict[str, dict], deep: bool = False) -> list[str]:
     """Problems with ``files`` (as written by :func:`describe_files`) under ``directory``."""
     problems = []

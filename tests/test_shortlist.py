@@ -83,6 +83,7 @@ def test_the_file_is_ctranslate2s_vmap_format(marian_tokenizer, tmp_path):
         source, targets = line.split("\t")
         assert source and " " not in source
         assert targets.split(" ") == vmap.candidates[source]
+    assert VocabularyMap.read(path).candidates == vmap.candidates
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -104,8 +105,7 @@ def test_the_ct2_engine_generates_only_shortlisted_tokens(tiny_unvalidated_bundl
     bundle = _copy(tiny_unvalidated_bundles("marian"), tmp_path)
     data = write_tsv(tmp_path / "train.tsv", train_pairs()[:300])
     add_shortlist(bundle, data, per_token=1, always=0, min_count=1, log=lambda message: None)
-    lines = (bundle / "ct2" / "int8" / SHORTLIST_FILE).read_text(encoding="utf-8").splitlines()
-    candidates = {source: targets.split(" ") for source, targets in (line.split("\t") for line in lines[1:])}
+    candidates = VocabularyMap.read(bundle / "ct2" / "int8" / SHORTLIST_FILE).candidates
     source = tiny_dev_pairs[0][0]
     with Translator(bundle, engine="ct2", precision="int8", threads=1, shortlist=True) as short:
         tok = short.tokenizer

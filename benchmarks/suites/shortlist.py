@@ -42,21 +42,16 @@ def _pairs(path: Path) -> tuple[list[str], list[str]]:
     return [s for s, _ in pairs], [t for _, t in pairs]
 
 
-def _read_vmap(path: Path) -> tuple[set[str], dict[str, list[str]]]:
-    lines = path.read_text(encoding="utf-8").splitlines()
-    always = set(lines[0].split("\t")[1].split(" ")) if lines and lines[0].startswith("\t") else set()
-    rules = dict(line.split("\t") for line in lines[1:] if "\t" in line)
-    return always, {source: targets.split(" ") for source, targets in rules.items()}
-
-
 def quality(bundle: Path, tests: list[Path], threads: int, alone: int) -> dict:
     import sacrebleu
 
     from mtedge import Translator
     from mtedge.bundle import SHORTLIST_FILE, Bundle
+    from mtedge.convert.shortlist import VocabularyMap
 
     opened = Bundle.open(bundle)
-    always, rules = _read_vmap(opened.engine_dir("ct2", "int8") / SHORTLIST_FILE)
+    vmap = VocabularyMap.read(opened.engine_dir("ct2", "int8") / SHORTLIST_FILE)
+    always, rules = set(vmap.always), vmap.candidates
     full = Translator(opened, engine="ct2", precision="int8", threads=threads)
     short = Translator(opened, engine="ct2", precision="int8", threads=threads, shortlist=True)
     tok = full.tokenizer

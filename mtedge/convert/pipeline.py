@@ -8,7 +8,6 @@ Ctrl-C never leaves a half-written bundle at the target.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import os
 import shutil
 import sys
@@ -17,8 +16,8 @@ import time
 from pathlib import Path
 
 from mtedge import __version__
-from mtedge.bundle import (FORMAT, FORMAT_VERSION, GPU_PRECISIONS, MANIFEST_NAME, PRECISIONS, Bundle,
-                           GenerationSettings, describe_files)
+from mtedge.bundle import (FORMAT, FORMAT_VERSION, GPU_PRECISIONS, PRECISIONS, Bundle, GenerationSettings,
+                           describe_files, write_manifest)
 from mtedge.convert import (ct2_export, host, onnx_export, rowwise_int8, source as source_mod, tokenizer_files,
                             validation)
 from mtedge.engines import cuda_available
@@ -87,11 +86,6 @@ def _engine_record(bundle: Path, rel_dir: str, options: dict) -> dict:
     files = describe_files(bundle / rel_dir)
     return {"dir": rel_dir, "files": files, "size_bytes": sum(f["size"] for f in files.values()),
             "options": options, "validation": None}
-
-
-def _write_manifest(bundle: Path, manifest: dict) -> None:
-    (bundle / MANIFEST_NAME).write_text(json.dumps(manifest, ensure_ascii=False, indent=2) + "\n",
-                                        encoding="utf-8")
 
 
 def _publish(staging: Path, target: Path, force: bool) -> None:
@@ -259,7 +253,7 @@ def _build(source, staging: Path, name: str, onnx_precisions, ct2_precisions, in
         "validation_reference": None,
         "engines": engines,
     }
-    _write_manifest(staging, manifest)
+    write_manifest(staging, manifest)
     return manifest
 
 
@@ -290,4 +284,4 @@ def _validate(source, staging: Path, manifest: dict, vset, threads, cuda: bool, 
             greedy, beam = record["validation"]["greedy"], record["validation"]["beam4"]
             log(f"           agreement greedy {greedy['agreement']:.0%} beam4 {beam['agreement']:.0%}; "
                 f"BLEU vs torch {greedy['bleu_vs_torch']:.1f}/{beam['bleu_vs_torch']:.1f} ({greedy['signature']['bleu']})")
-    _write_manifest(staging, manifest)
+    write_manifest(staging, manifest)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mtedge.bundle import MANIFEST_NAME, SHORTLIST_FILE, Bundle, describe_files, sha256_file
+from mtedge.bundle import SHORTLIST_FILE, Bundle, describe_files, sha256_file, write_manifest
 from mtedge.errors import DataError, UserError
 
 DEFAULT_PER_TOKEN = 100
@@ -51,6 +51,14 @@ class VocabularyMap:
 
     def write(self, path: Path) -> None:
         path.write_text("\n".join(self.lines()) + "\n", encoding="utf-8")
+
+    @classmethod
+    def read(cls, path: Path) -> "VocabularyMap":
+        """A ``vmap.txt`` as :meth:`write` writes it (the settings are in the manifest, not the file)."""
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        always = lines[0].split("\t")[1].split(" ") if lines and lines[0].startswith("\t") else []
+        rules = (line.split("\t") for line in lines[1:] if "\t" in line)
+        return cls(always, {source: targets.split(" ") for source, targets in rules})
 
 
 def _writable(piece: str) -> bool:
@@ -200,7 +208,5 @@ def add_shortlist(bundle_path: str | Path, data: str | Path | Sequence[str | Pat
                              "data_sha256": [sha256_file(path) for path in files], **vmap.settings}
     if checked:
         manifest["shortlist"]["check"] = checked
-    tmp = bundle.manifest_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(manifest, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(bundle.path / MANIFEST_NAME)
+    write_manifest(bundle.path, manifest)
     return manifest["shortlist"]
