@@ -1,5 +1,6 @@
-"""The vocabulary shortlist (mtedge/convert/shortlist.py): what the builder keeps, the file CTranslate2 reads,
-and that the ct2 engine really restricts its output to it — on the tiny trained fixtures and their data."""
+"""The vocabulary shortlist (mtedge/convert/shortlist.py, mtedge/engines/shortlist.py): what the builder keeps,
+the file CTranslate2 reads, and that the ct2 and onnx engines really restrict their output to it — on the tiny
+trained fixtures and their data."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import shutil
 import pytest
 
 from mtedge.bundle import SHORTLIST_FILE, Bundle
-from mtedge.convert.shortlist import VocabularyMap, add_shortlist, build_vocabulary_map, coverage
+from mtedge.engines.shortlist import VocabularyMap
+from mtedge.convert.shortlist import add_shortlist, build_vocabulary_map, coverage
 from mtedge.errors import DataError, UserError
 from mtedge.server.config import batch_invariant
 from mtedge.tokenizer import BundleTokenizer
@@ -131,17 +133,18 @@ def test_the_manifest_lists_the_file_and_records_how_it_was_built(tiny_marian_bu
     assert f"{dev}: " in err and "of the reference tokens are in their sentence's list" in err
     manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
     record = manifest["shortlist"]
-    assert (record["per_token"], record["always"], record["pairs"], record["engines"]) == (7, 20, 200, ["ct2"])
+    assert (record["per_token"], record["always"], record["pairs"], record["engines"]) == (7, 20, 200, ["ct2", "onnx"])
     assert record["data"] == [str(data), str(more)] and [len(h) for h in record["data_sha256"]] == [64, 64]
     assert record["check"]["data"] == str(dev) and record["check"]["pairs"] == 40
     assert 0.5 < record["check"]["token_coverage"] <= 1.0
     opened = Bundle.open(bundle)
-    for precision in manifest["engines"]["ct2"]:
-        assert opened.has_shortlist("ct2", precision)
-        assert manifest["engines"]["ct2"][precision]["files"][SHORTLIST_FILE]["sha256"]
+    for engine in ("ct2", "onnx"):
+        for precision in manifest["engines"][engine]:
+            assert opened.has_shortlist(engine, precision)
+            assert manifest["engines"][engine][precision]["files"][SHORTLIST_FILE]["sha256"]
     assert not opened.verify(deep=True)
     code, out, err = run_cli(capsys, "info", bundle)
-    assert code == 0 and "shortlist     vmap.txt in ct2: 7 target tokens per source token" in out
+    assert code == 0 and "shortlist     vmap.txt in ct2, onnx: 7 target tokens per source token" in out
     # a damaged list is named like any other bundle file
     with open(bundle / "ct2" / "int8" / SHORTLIST_FILE, "a", encoding="utf-8") as handle:
         handle.write("x\ty\n")
@@ -167,8 +170,8 @@ def test_what_has_no_shortlist_says_so(tiny_marian_bundle, tmp_path, capsys):
     assert_user_error(code, err, "has no vocabulary shortlist", "mtedge shortlist")
     bundle = _copy(tiny_marian_bundle, tmp_path)
     add_shortlist(bundle, write_tsv(tmp_path / "train.tsv", train_pairs()[:50]), log=lambda message: None)
-    code, _, err = run_cli(capsys, "translate", bundle, "--shortlist", "--engine", "onnx", "-i", "/dev/null")
-    assert_user_error(code, err, "runs on the ct2 engine only")
+    code, _, err = run_cli(capsys, "translate", bundle, "--shortlist", "--engine", "torch", "-i", "/dev/null")
+    assert_user_error(code, err, "runs on the ct2 and onnx engines")
     code, _, err = run_cli(capsys, "shortlist", bundle, "--data", tmp_path / "missing.tsv")
     assert code == 2 and "missing.tsv" in err and "Traceback" not in err
     with pytest.raises(DataError):
@@ -177,24 +180,34 @@ def test_what_has_no_shortlist_says_so(tiny_marian_bundle, tmp_path, capsys):
         build_vocabulary_map([("a", "b")], BundleTokenizer(Bundle.open(bundle).tokenizer_dir()), per_token=0)
 
 
-def test_a_bundle_without_ct2_is_refused(tiny_marian_bundle, tmp_path):
+def test_a_bundle_without_an_engine_that_reads_a_shortlist_is_refused(tiny_marian_bundle, tmp_path):
     bundle = _copy(tiny_marian_bundle, tmp_path)
     manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
     del manifest["engines"]["ct2"]
     (bundle / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
-    with pytest.raises(UserError, match="no CTranslate2 model"):
-        add_shortlist(bundle, write_tsv(tmp_path / "train.tsv", train_pairs()[:20]), log=lambda message: None)
+    data = write_tsv(tmp_path / "train.tsv", train_pairs()[:20])
+    assert add_shortlist(bundle, data, log=lambda message: None)["engines"] == ["onnx"]   # the lean decoder reads it
+    for record in manifest["engines"]["onnx"].values():   # graphs exported before the shortlist's output layer
+        record["options"].pop("shortlist_head")
+    (bundle / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    with pytest.raises(UserError, match="no engine that reads a shortlist"):
+        add_shortlist(bundle, data, log=lambda message: None)
 
 
-def test_the_server_does_not_merge_requests_under_a_shortlist(tiny_marian_bundle):
+def test_the_server_does_not_merge_requests_under_a_ct2_shortlist(tiny_marian_bundle):
     bundle = Bundle.open(tiny_marian_bundle)
     assert batch_invariant(bundle, "ct2", "int8")
     assert not batch_invariant(bundle, "ct2", "int8", shortlist=True)
+    # the ONNX engine masks each row to its own sentence's candidates: the precision decides, as without a list
+    assert batch_invariant(bundle, "onnx", "int8", shortlist=True) == batch_invariant(bundle, "onnx", "int8")
 
 
-def test_a_server_under_a_shortlist_answers_each_request_on_its_own(tiny_marian_bundle, tiny_dev_pairs, tmp_path):
+@pytest.mark.parametrize("engine", ("ct2", "onnx"))
+def test_a_server_under_a_shortlist_answers_each_request_on_its_own(engine, tiny_marian_bundle, tiny_dev_pairs,
+                                                                    tmp_path):
     """A real `mtedge serve --shortlist` on 127.0.0.1: concurrent clients get what the shortlisted Translator
-    gives each text alone, and the server reports that it does not merge requests."""
+    gives each text alone. On ct2 the server does not merge requests (its outputs depend on the batch); on onnx
+    it does (each row keeps its own sentence's candidates), and the answers are still each text's own."""
     from concurrent.futures import ThreadPoolExecutor
 
     import httpx
@@ -205,9 +218,10 @@ def test_a_server_under_a_shortlist_answers_each_request_on_its_own(tiny_marian_
     add_shortlist(bundle, write_tsv(tmp_path / "train.tsv", train_pairs()[:300]), per_token=5, always=20,
                   log=lambda message: None)
     texts = [s for s, _ in tiny_dev_pairs[:12]]
-    with Translator(bundle, engine="ct2", precision="int8", threads=1, shortlist=True) as serial:
+    with Translator(bundle, engine=engine, precision="int8", threads=1, shortlist=True) as serial:
         expected = [serial.translate([t], split_sentences=True)[0].text for t in texts]
-    with ServerProcess(bundle, "--shortlist", "--batch-wait-ms", 50, log_path=tmp_path / "server.log") as server:
+    with ServerProcess(bundle, "--shortlist", "--engine", engine, "--batch-wait-ms", 50,
+                       log_path=tmp_path / "server.log") as server:
         def ask(text):
             response = httpx.post(server.url + "/translate", json={"q": text, "source": "en", "target": "de"},
                                   timeout=60)
@@ -218,5 +232,104 @@ def test_a_server_under_a_shortlist_answers_each_request_on_its_own(tiny_marian_
         metrics = server.metrics()
     assert [status for status, _ in answers] == [200] * len(texts)
     assert [body["translatedText"] for _, body in answers] == expected
-    assert metrics["merge_across_requests"] is False and metrics["merged_batches"] == 0
+    assert metrics["merge_across_requests"] is (engine == "onnx")
+    if engine == "ct2":
+        assert metrics["merged_batches"] == 0
 
+
+# -- the ONNX engine (mtedge/engines/shortlist.py) ------------------------------------------------------------
+LEAN_FAMILIES = ("marian", "m2m100", "mbart")   # their lean ONNX decoder carries the shortlist's output layer
+ONNX_PRECISIONS = ("fp32", "int8", "int8_latency", "int4")
+
+
+def _onnx_engine(bundle, precision, table=None):
+    from mtedge.engines.onnx_engine import OnnxEngine
+
+    opened = Bundle.open(bundle)
+    tok = BundleTokenizer(opened.tokenizer_dir())
+    return OnnxEngine(opened.engine_dir("onnx", precision), tok.target_spec(), opened.model_shape, threads=1,
+                      shortlist=table), tok
+
+
+@pytest.mark.parametrize("family", LEAN_FAMILIES)
+def test_the_onnx_layer_over_every_id_gives_the_full_layers_ids_and_scores(family, tiny_unvalidated_bundles,
+                                                                          tiny_dev_pairs):
+    """fp32: the first step's gathered rows of the output layer, read back by every later step, give the whole
+    layer's logits: the same hypotheses and scores, greedy and beam (every id kept: no mask, no renormalising
+    over fewer ids)."""
+    from mtedge.engines.shortlist import CandidateTable
+    from mtedge.types import DecodeOptions
+
+    bundle = tiny_unvalidated_bundles(family)
+    full, tok = _onnx_engine(bundle, "fp32")
+    every_id = CandidateTable(VocabularyMap(always=list(tok.vocab), candidates={}), tok.vocab)
+    short, _ = _onnx_engine(bundle, "fp32", every_id)
+    batch = [tok.encode(s) for s, _ in tiny_dev_pairs[:12]]
+    for beam in (1, 3):
+        options = DecodeOptions(beam_size=beam, max_length=24, num_hypotheses=beam, return_scores=True)
+        expected, got = full.translate_ids(batch, options), short.translate_ids(batch, options)
+        assert [[h.ids for h in row] for row in got] == [[h.ids for h in row] for row in expected]
+        for row_got, row_expected in zip(got, expected):
+            for a, b in zip(row_got, row_expected):
+                assert a.score == pytest.approx(b.score, abs=1e-4)
+
+
+@pytest.mark.parametrize("precision", ONNX_PRECISIONS)
+def test_the_onnx_engine_generates_only_shortlisted_tokens(precision, tiny_unvalidated_bundles, tiny_dev_pairs,
+                                                           tmp_path):
+    bundle = _copy(tiny_unvalidated_bundles("marian"), tmp_path)
+    add_shortlist(bundle, write_tsv(tmp_path / "train.tsv", train_pairs()[:300]), per_token=1, always=0,
+                  min_count=1, log=lambda message: None)
+    candidates = VocabularyMap.read(bundle / "onnx" / precision / SHORTLIST_FILE).candidates
+    source = tiny_dev_pairs[0][0]
+    with Translator(bundle, engine="onnx", precision=precision, threads=1, shortlist=True) as short, \
+            Translator(bundle, engine="onnx", precision=precision, threads=1) as full:
+        tok = short.tokenizer
+        allowed = {piece for s in tok.source_tokens(source) for piece in candidates.get(s, [])}
+        allowed |= {tok.pieces[tok.eos_id], tok.pieces[tok.unk_id]}
+        for beam in (1, 3):
+            hypothesis = short.engine.translate_ids([tok.encode(source)], short.decode_options(beam, 32))[0][0]
+            generated = set(tok.ids_to_pieces(hypothesis.ids))
+            assert generated and generated <= allowed, generated - allowed
+        unrestricted = full.engine.translate_ids([tok.encode(source)], full.decode_options(1, 32))[0][0]
+        assert set(tok.ids_to_pieces(unrestricted.ids)) - allowed, "the test sentence needs tokens outside the list"
+
+
+@pytest.mark.parametrize("precision", ("fp32", "int8"))
+def test_an_onnx_shortlist_translates_a_sentence_the_same_alone_and_in_any_batch(precision, tiny_unvalidated_bundles,
+                                                                                tiny_dev_pairs, tmp_path):
+    """Each row is limited to its own sentence's candidates (a -inf mask over the batch's), so the batch a
+    sentence comes in changes nothing, unlike CTranslate2's union."""
+    from mtedge.engines.shortlist import BatchShortlist, CandidateTable
+
+    bundle = _copy(tiny_unvalidated_bundles("marian"), tmp_path)
+    # narrow lists: a sentence alone keeps far fewer ids than a batch's union (with the union, outputs change)
+    add_shortlist(bundle, write_tsv(tmp_path / "train.tsv", train_pairs()[:300]), per_token=2, always=0,
+                  log=lambda message: None)
+    sources = [s for s, _ in tiny_dev_pairs[:12]]
+    with Translator(bundle, engine="onnx", precision=precision, threads=1, shortlist=True) as short:
+        tok = short.tokenizer
+        table = CandidateTable.load(bundle / "onnx" / precision / SHORTLIST_FILE, tok.vocab)
+        batch = BatchShortlist(table, [tok.encode(s) for s in sources], 6)
+        assert batch.source_mask is not None and (batch.source_mask < 0).any()   # the sentences' lists differ
+        for beam in (1, 3):
+            together = [t.text for t in short.translate(sources, beam_size=beam)]
+            alone = [short.translate([s], beam_size=beam)[0].text for s in sources]
+            reversed_batch = [t.text for t in short.translate(sources[::-1], beam_size=beam)][::-1]
+            assert together == alone == reversed_batch
+
+
+def test_onnx_graphs_without_the_shortlists_layer_say_so(tiny_unvalidated_bundles, tmp_path, capsys):
+    """T5 keeps optimum's traced decoder, which has no shortlist layer: the bundle's list skips its ONNX
+    directories, and asking for it there names the engines that read it."""
+    from mtedge.engines.shortlist import CandidateTable
+
+    bundle = _copy(tiny_unvalidated_bundles("t5"), tmp_path)
+    record = add_shortlist(bundle, write_tsv(tmp_path / "train.tsv", train_pairs()[:100]), log=lambda message: None)
+    assert record["engines"] == ["ct2"]
+    code, _, err = run_cli(capsys, "translate", bundle, "--shortlist", "--engine", "onnx", "-i", "/dev/null")
+    assert_user_error(code, err, "has a vocabulary shortlist, but not for onnx int8")
+    _, tok = _onnx_engine(bundle, "fp32")
+    table = CandidateTable(VocabularyMap(always=list(tok.vocab), candidates={}), tok.vocab)
+    with pytest.raises(UserError, match="has no output layer for a vocabulary shortlist"):
+        _onnx_engine(bundle, "fp32", table)

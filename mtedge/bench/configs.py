@@ -40,6 +40,8 @@ _CPU = [
     BenchConfig("ct2-int16", "mtedge", "ct2", "int16"),
     # int8 with the bundle's vocabulary shortlist (measured where the bundle has one: `mtedge shortlist`)
     BenchConfig("ct2-int8-shortlist", "mtedge", "ct2", "int8", shortlist=True),
+    BenchConfig("onnx-int8-shortlist", "mtedge", "onnx", "int8", shortlist=True),
+    BenchConfig("onnx-int8-latency-shortlist", "mtedge", "onnx", "int8_latency", shortlist=True),
     BenchConfig("hf-torch-fp32", "hf", "torch", "fp32", group="peer"),
     # what a PyTorch user tries first for speed: dynamic int8 Linear layers on the same checkpoint
     BenchConfig("hf-torch-int8", "hf-int8", "torch", "fp32", group="peer"),

@@ -89,8 +89,8 @@ def describe_bundle(path: Path, deep: bool) -> tuple[list[str], list[str]]:
         lines.append(f"shortlist     {shortlist.get('file')} in {', '.join(shortlist.get('engines') or [])}: "
                      f"{shortlist.get('per_token')} target tokens per source token "
                      f"({shortlist.get('source_tokens_mapped')} mapped), {shortlist.get('always')} always, from "
-                     f"{shortlist.get('pairs')} pairs of {_listed(shortlist.get('data'))} (--shortlist; outputs "
-                     f"depend on the batch)")
+                     f"{shortlist.get('pairs')} pairs of {_listed(shortlist.get('data'))} (--shortlist; on ct2 "
+                     f"outputs depend on the batch)")
         checked = shortlist.get("check")
         if checked:
             lines.append(f"              keeps {checked.get('token_coverage', 0):.1%} of the reference tokens of "

@@ -58,7 +58,8 @@ PORT = _Number(int, 0, "port number")
 @click.option("--split-sentences/--no-split-sentences", default=_default("split_sentences"), show_default=True,
               help="Translate a paragraph sentence by sentence.")
 @click.option("--shortlist", is_flag=True,
-              help="Score only the bundle's vocabulary shortlist (ct2): faster; requests then run one at a time.")
+              help="Score only the bundle's vocabulary shortlist (ct2, onnx): faster; on ct2 requests then run one "
+                   "at a time.")
 @click.option("--log-level", default=_default("log_level"), show_default=True, help="debug | info | warning | error.")
 def command(bundle, **options):
     """Serve BUNDLE over HTTP with LibreTranslate's API (POST /translate, /detect, GET /languages)."""

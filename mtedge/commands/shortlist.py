@@ -23,7 +23,8 @@ from mtedge.convert.shortlist import DEFAULT_ALWAYS, DEFAULT_MIN_COUNT, DEFAULT_
 @click.option("--check", type=click.Path(path_type=Path), default=None,
               help="Held-out pairs (e.g. dev.tsv): report how many of their reference tokens the list keeps.")
 def command(bundle, data, per_token, always, min_count, check):
-    """Write BUNDLE's vocabulary shortlist (ct2's vmap.txt) from --data; `mtedge translate --shortlist` uses it."""
+    """Write BUNDLE's vocabulary shortlist (vmap.txt, for ct2 and onnx) from --data; `mtedge translate --shortlist`
+    uses it."""
     from mtedge.convert.shortlist import add_shortlist
 
     record = add_shortlist(bundle, list(data), per_token=per_token, always=always, min_count=min_count,

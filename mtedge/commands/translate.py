@@ -289,8 +289,8 @@ def _translate_stream(translator, lines, sink, options: dict, as_json: bool, rep
 
 
 # --shortlist's help, shared with translate-corpus
-SHORTLIST_HELP = ("Score only the bundle's vocabulary shortlist (`mtedge shortlist`; ct2): faster, and a {unit}'s "
-                  "output may then depend on the {unit}s batched with it.")
+SHORTLIST_HELP = ("Score only the bundle's vocabulary shortlist (`mtedge shortlist`; ct2, onnx): faster; on ct2 a "
+                  "{unit}'s output may then depend on the {unit}s batched with it.")
 
 
 @click.command("translate")

@@ -41,6 +41,8 @@ from mtedge.engines.in_place_cache import (BEAM_WIDTH_INPUT, IN_PLACE, IN_PLACE_
                                            PAST_LENGTH_INPUT)
 from mtedge.engines.in_place_cache import METADATA as CACHE_METADATA
 from mtedge.engines.onnx_engine import CROSS_METADATA, CROSS_PER_SOURCE
+from mtedge.engines.search_head import IDS_OUTPUT, LOG_PROBS_OUTPUT, MODE_METADATA, MODES
+from mtedge.engines.shortlist import HEAD_INPUT, HEAD_OUTPUT, MASK_INPUT, MODE_INPUT, ROWS_INPUT
 
 CONTRIB = "com.microsoft"
 OPSET = 17
@@ -64,6 +66,7 @@ LAYOUTS = {
                     final_norm="model.decoder.layer_norm"),
 }
 MASK_FILTER = -1e9   # added for padded source positions; finfo.min in HF, the same softmax
+HIDDEN = "decoder_hidden"   # the last layer's output, which the step's If hands to the output layer
 
 
 def unsupported_reason(model_dir: Path) -> str | None:
@@ -184,7 +187,7 @@ class _Builder:
         rows_shape = op("Shape", [x])
         grouped_shape = op("Concat", [op("Shape", [source_of], start=0, end=1),
                                       self.const("lean/grouped_tail", np.array([-1, d], np.int64))], axis=0)
-        outputs = ["logits"]
+        outputs = [HIDDEN]
         present = {}
         # x: the residual stream; inp: what the next sublayer reads (x itself post-LN, its LayerNorm pre-LN)
         inp = op("LayerNormalization", [x, *self.norm_weights("model.decoder.layers.0.self_attn_layer_norm")],
@@ -247,21 +250,83 @@ class _Builder:
             w2, b2 = self.linear(f"{p}.fc2")
             hidden = self.activation(op, op("Add", [op("MatMul", [x, w1]), b1]))
             inp, residual_of[0] = after(op("MatMul", [hidden, w2]), b2, layer, "final_layer_norm")
-        x = inp
-        lm_head = (self.const("lm_head.weight_t", self.w["lm_head.weight"].T) if "lm_head.weight" in self.w
-                   and not self._tied() else op("Transpose", [embedding], perm=[1, 0]))
-        logits = op("MatMul", [x, lm_head])
-        # Marian and mBART carry a final_logits_bias, M2M100 none. HF registers it as a buffer of zeros that
-        # training leaves alone (models converted from Marian may fill it); an Add of zeros over [rows, vocab]
-        # cost 3.2 ms of a 72 ms step at opus-mt's b32 beam 4, so only a bias that is not all zero is added
-        if np.any(self.w.get("final_logits_bias", 0)):
-            logits = op("Add", [logits, self.const("final_logits_bias", self.w["final_logits_bias"][0])])
-        nodes.append(h.make_node("Identity", [logits], ["logits"]))
+        nodes.append(h.make_node("Identity", [inp], [HIDDEN]))
         for name, value in present.items():
             if value != name:
                 nodes.append(h.make_node("Identity", [value], [name]))
             outputs.append(name)
         return nodes, outputs
+
+    def head(self, renormalize: bool, vocab: int, outputs: list[str]) -> list:
+        """The output layer and the search head (mtedge/convert/search_head.py) on the step's ``HIDDEN``, writing
+        ``outputs`` (logits, top log-probs, top ids, and for a tied output layer the shortlist's rows). With a
+        tied layer they are a top-level ``If`` on the shortlist's mode (mtedge/engines/shortlist.py): every id's
+        logit, or only the batch's candidates', from the rows of the table that the first step gathers (and
+        dequantizes, in the int8 graphs) and every later step reads back. The full layer's weight is one graph
+        down either way, where onnxruntime still pre-packs it (see :meth:`self_attention`); the candidates' rows
+        are an input, with nothing to pre-pack, so they may sit two graphs down."""
+        from mtedge.convert.search_head import search_head_nodes
+
+        h = self.h
+        embedding = self.embedding_name()
+        bias = self.w.get("final_logits_bias")
+        # Marian and mBART carry a final_logits_bias, M2M100 none. HF registers it as a buffer of zeros that
+        # training leaves alone (models converted from Marian may fill it); an Add of zeros over [rows, vocab]
+        # cost 3.2 ms of a 72 ms step at opus-mt's b32 beam 4, so only a bias that is not all zero is added
+        bias = self.const("final_logits_bias", bias[0]) if bias is not None and np.any(bias) else None
+
+        def layer(prefix: str, names: list[str], extra: list) -> list:
+            nodes = []
+            if self._tied():
+                weight = f"{prefix}/lm_head"
+                nodes.append(h.make_node("Transpose", [embedding], [weight], perm=[1, 0]))
+            else:
+                weight = self.const("lm_head.weight_t", self.w["lm_head.weight"].T)
+            logits = names[0]
+            nodes.append(h.make_node("MatMul", [HIDDEN, weight], [f"{prefix}/unbiased" if bias else logits]))
+            if bias:
+                nodes.append(h.make_node("Add", [f"{prefix}/unbiased", bias], [logits]))
+            return nodes + search_head_nodes(logits, vocab, OPSET, renormalize, prefix=f"{prefix}/search_head",
+                                             ids=names[2], log_probs=names[1]) + extra
+
+        if not self._tied():   # an untied layer would need its rows stored a second time: no shortlist
+            return layer("head", outputs, [])
+        no_rows = self.const("shortlist/no_rows", np.zeros((self.d, 0), np.float32))
+        full_names = [f"full/{name}" for name in outputs]
+        full = layer("full", full_names, [h.make_node("Identity", [no_rows], [full_names[3]])])
+
+        # the candidates: the first step gathers their rows (Gather on the table: the int8 rewrite makes it
+        # the dequantizing gather the embedding lookup uses), a later step reads them back
+        later_rows = h.make_node("Identity", [no_rows], ["shortlist/later/rows"])
+        later = h.make_graph([later_rows, h.make_node("MatMul", [HIDDEN, HEAD_INPUT], ["shortlist/later/logits"])],
+                             "shortlist_later", [], self._values(["shortlist/later/logits", "shortlist/later/rows"]))
+        first = h.make_graph([
+            h.make_node("Gather", [embedding, ROWS_INPUT], ["shortlist/first/table_rows"], axis=0),
+            h.make_node("Transpose", ["shortlist/first/table_rows"], ["shortlist/first/rows"], perm=[1, 0]),
+            h.make_node("MatMul", [HIDDEN, "shortlist/first/rows"], ["shortlist/first/logits"]),
+        ], "shortlist_first", [], self._values(["shortlist/first/logits", "shortlist/first/rows"]))
+        names = [f"shortlist/{name}" for name in outputs]
+        nodes = [h.make_node("If", ["use_cache_branch"], ["shortlist/unbiased", names[3]], then_branch=later,
+                             else_branch=first)]
+        unmasked = "shortlist/unbiased"
+        if bias:
+            nodes += [h.make_node("Gather", [bias, ROWS_INPUT], ["shortlist/bias"], axis=0),
+                      h.make_node("Add", ["shortlist/unbiased", "shortlist/bias"], ["shortlist/unmasked"])]
+            unmasked = "shortlist/unmasked"
+        # each row's own candidates: the mask joins the logits before any log-softmax (batch-invariant scores)
+        time_axis = self.const("shortlist/time_axis", np.array([1], np.int64))
+        nodes += [h.make_node("Unsqueeze", [MASK_INPUT, time_axis], ["shortlist/row_mask"]),
+                  h.make_node("Add", [unmasked, "shortlist/row_mask"], [names[0]])]
+        nodes += search_head_nodes(names[0], "shortlist_columns", OPSET, renormalize, prefix="shortlist/search_head",
+                                   ids=names[2], log_probs=names[1])
+        shortlist = h.make_graph(nodes, "shortlist_head", [], self._values(names))
+        every_id = h.make_graph(full, "full_head", [], self._values(full_names))
+        return [h.make_node("If", [MODE_INPUT], outputs, then_branch=shortlist, else_branch=every_id)]
+
+    def _values(self, names: list[str]) -> list:
+        """Branch outputs of unstated shape: int64 for top-k ids, float otherwise."""
+        return [self.h.make_tensor_value_info(name, self.tp.INT64 if name.endswith(IDS_OUTPUT) else self.tp.FLOAT,
+                                              None) for name in names]
 
     def _tied(self) -> bool:
         if "lm_head.weight" not in self.w:
@@ -338,10 +403,13 @@ class _Builder:
         return op("Gelu", [x], domain=CONTRIB)   # HF "gelu" is the exact erf form, as is com.microsoft.Gelu
 
 
-def build_decoder(model_dir: Path, out_path: Path) -> dict:
-    """Write ``out_path`` (a merged decoder with optimum's contract) for the checkpoint ``model_dir``."""
+def build_decoder(model_dir: Path, out_path: Path, renormalize: bool = False) -> dict:
+    """Write ``out_path`` (a merged decoder with optimum's contract, the search head and, for a tied output
+    layer, the shortlist's) for the checkpoint ``model_dir``; ``renormalize``: its ``renormalize_logits``."""
     import onnx
     from onnx import TensorProto, helper
+
+    from mtedge.convert.search_head import head_interface
 
     config = json.loads((Path(model_dir) / "config.json").read_text())
     reason = supports(config)
@@ -352,6 +420,7 @@ def build_decoder(model_dir: Path, out_path: Path) -> dict:
     next_nodes, _ = builder.branch(first_step=False)
     heads, head_dim, d = builder.heads, builder.head_dim, builder.d
     vocab = builder.w.get("lm_head.weight", builder.w[builder.embedding_key()]).shape[0]
+    shortlist = builder._tied()
 
     def value(name, elem, shape):
         return helper.make_tensor_value_info(name, elem, shape)
@@ -359,11 +428,12 @@ def build_decoder(model_dir: Path, out_path: Path) -> dict:
     def kv(name, length):
         return value(name, TensorProto.FLOAT, ["batch_size", heads, length, head_dim])
 
-    outputs = [value("logits", TensorProto.FLOAT, ["batch_size", "decoder_sequence_length", vocab])]
+    presents = []
     for name in output_names[1:]:
         length = "encoder_sequence_length" if ".encoder." in name else "past_decoder_sequence_length + 1"
-        outputs.append(kv(name, length))
-    branch_outputs = [helper.make_tensor_value_info(o.name, TensorProto.FLOAT, None) for o in outputs]
+        presents.append(kv(name, length))
+    step_outputs = [HIDDEN] + [o.name for o in presents]
+    branch_outputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in step_outputs]
     first = helper.make_graph(first_nodes, "first_step", [], branch_outputs)
     later = helper.make_graph(next_nodes, "with_past", [], branch_outputs)
     inputs = [value("encoder_attention_mask", TensorProto.INT64, ["batch_size", "encoder_sequence_length"]),
@@ -375,23 +445,40 @@ def build_decoder(model_dir: Path, out_path: Path) -> dict:
                    kv(f"past_key_values.{layer}.encoder.key", "encoder_sequence_length"),
                    kv(f"past_key_values.{layer}.encoder.value", "encoder_sequence_length")]
     inputs.append(value("use_cache_branch", TensorProto.BOOL, [1]))
-    # the in-place cache's inputs, with defaults that select MultiHeadAttention (mtedge/engines/in_place_cache.py)
+    # the in-place cache's inputs, with defaults that select MultiHeadAttention (mtedge/engines/in_place_cache.py),
+    # and the shortlist's, with defaults that select every id (mtedge/engines/shortlist.py)
     defaults = {IN_PLACE_INPUT: np.array([False]), PAST_LENGTH_INPUT: np.array([0], np.int32),
                 BEAM_WIDTH_INPUT: np.array([1], np.int32), INDIRECTION_INPUT: np.zeros((1, 1, 1), np.int32)}
     shapes = {INDIRECTION_INPUT: ["cache_blocks", "beam_width", "cache_capacity"]}
+    if shortlist:
+        defaults.update({MODE_INPUT: np.array([False]), ROWS_INPUT: np.zeros(0, np.int64),
+                         HEAD_INPUT: np.zeros((d, 0), np.float32), MASK_INPUT: np.zeros((1, 1), np.float32)})
+        shapes.update({ROWS_INPUT: ["shortlist_columns"], HEAD_INPUT: [d, "shortlist_columns"],
+                       MASK_INPUT: ["mask_rows", "mask_columns"]})
     for name, default in defaults.items():
         inputs.append(value(name, helper.np_dtype_to_tensor_dtype(default.dtype), shapes.get(name, [1])))
         builder.const(name, default)
-    branch = helper.make_node("If", ["use_cache_branch"], [o.name for o in outputs], then_branch=later,
-                              else_branch=first)
-    graph = helper.make_graph([branch], "lean_decoder", inputs, outputs, builder.initializers)
+    # the search head's inputs: its bias has one column per candidate under the shortlist
+    head_inputs, head_defaults, head_outputs = head_interface(vocab, "bias_columns" if shortlist else None)
+    inputs += head_inputs
+    logits = value("logits", TensorProto.FLOAT, ["batch_size", "decoder_sequence_length",
+                                                 "logits_columns" if shortlist else vocab])
+    outputs = [logits, *presents, *head_outputs]
+    head_names = ["logits", LOG_PROBS_OUTPUT, IDS_OUTPUT]
+    if shortlist:
+        outputs.append(value(HEAD_OUTPUT, TensorProto.FLOAT, [d, "shortlist_columns"]))
+        head_names.append(HEAD_OUTPUT)
+    step = helper.make_node("If", ["use_cache_branch"], step_outputs, then_branch=later, else_branch=first)
+    nodes = [step, *builder.head(renormalize, vocab, head_names)]
+    graph = helper.make_graph(nodes, "lean_decoder", inputs, outputs, builder.initializers + head_defaults)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(CONTRIB, 1)],
                               producer_name="mtedge")
-    helper.set_model_props(model, {CROSS_METADATA: CROSS_PER_SOURCE, CACHE_METADATA: IN_PLACE})
+    helper.set_model_props(model, {CROSS_METADATA: CROSS_PER_SOURCE, CACHE_METADATA: IN_PLACE,
+                                   MODE_METADATA: MODES[bool(renormalize)]})
     # one protobuf holds at most 2 GB; beyond that the weights go to a side file, as optimum does
     big = sum(init.ByteSize() for init in builder.initializers) > 1_500_000_000
     onnx.save(model, str(out_path), save_as_external_data=big, location=Path(out_path).name + "_data")
     return {"decoder": "lean (mtedge/convert/lean_decoder.py): MultiHeadAttention + SkipLayerNormalization, "
                        "in-place self-attention cache (DecoderMaskedMultiHeadAttention)",
-            "nodes_per_step": len(next_nodes)}
-
+            "nodes_per_step": len(next_nodes),
+            "shortlist_head": shortlist}

@@ -30,9 +30,10 @@ DECODERS = ("auto", "optimum")
 # Bumped whenever the written graphs change what they compute or how fast (2: the search head's fused
 # LogSoftmax and no Add of an all-zero final_logits_bias; 3: int8 activations quantized by one QuantizeLinear;
 # 4: the search head's two-stage top-k over a large vocabulary; 5: the lean decoder's in-place self-attention
-# cache; 6: the weights in a side file, :func:`store_weights_apart`); a benchmark re-exports a cached bundle of
+# cache; 6: the weights in a side file, :func:`store_weights_apart`; 7: the lean decoder's output layer outside
+# the step's If, with the vocabulary shortlist's second one beside it); a benchmark re-exports a cached bundle of
 # another.
-GRAPH_REVISION = 6
+GRAPH_REVISION = 7
 # Each graph's weights go to ``<graph>_data`` next to it (optimum's name for the side file; onnxruntime and
 # optimum read it from there): onnxruntime 1.32 holds an inline graph's weights about twice once loaded
 # (mtedge/DESIGN.md §4.17).
@@ -90,7 +91,7 @@ def export_onnx(model_dir: Path, out_dir: Path, family_optimum_type: str, dtype:
     if reason is None:
         for stale in out_dir.glob("decoder_model_merged.onnx?*"):   # optimum's side file of the traced graph
             stale.unlink()
-        options.update(lean_decoder.build_decoder(model_dir, out_dir / DECODER_FILE))
+        options.update(lean_decoder.build_decoder(model_dir, out_dir / DECODER_FILE, renormalize))
     else:
         options["decoder"] = f"optimum (traced; lean decoder not used: {reason})"
     # int8 graphs are made from this one and keep the head
@@ -209,7 +210,8 @@ def float_matmuls_left(path: Path, through_transpose: bool = False) -> list[str]
     found: list[str] = []
 
     def walk(graph, constants: set[str]) -> None:
-        constants = constants | {init.name for init in graph.initializer}
+        # an initializer that is also an input is a default the caller may replace, not a weight
+        constants = constants | ({init.name for init in graph.initializer} - {value.name for value in graph.input})
         weights = set(constants)
         if through_transpose:
             weights |= {node.output[0] for node in graph.node

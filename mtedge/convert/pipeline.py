@@ -201,8 +201,9 @@ def _build(source, staging: Path, name: str, onnx_precisions, ct2_precisions, in
                 f"[export] onnx int8 (onnxruntime dynamic, per-channel, preset {preset}, If-subgraphs included)")
             options = onnx_export.quantize_onnx(fp32_dir, onnx_root / precision, precision, int8_scheme, preset,
                                                 int4_block)
-            options["decoder"] = fp32_options["decoder"]   # the graph it was made from
-            options["graph_revision"] = fp32_options["graph_revision"]
+            # the graph it was made from (and whether it has the shortlist's output layer)
+            options.update({key: fp32_options[key] for key in ("decoder", "graph_revision", "shortlist_head")
+                            if key in fp32_options})
             onnx_options[precision] = options
         if "fp32" not in onnx_precisions and fp32_dir.exists():
             shutil.rmtree(fp32_dir)

@@ -142,7 +142,10 @@ class _Rewriter:
         """``outer_constants``: name -> (TensorProto, the graph that owns it), visible from subgraphs."""
         onnx = self.onnx
         constants = dict(outer_constants)
-        constants.update({init.name: (init, graph) for init in graph.initializer})
+        # an initializer that is also a graph input is a default the caller may replace (the shortlist's rows
+        # of the output layer, mtedge/engines/shortlist.py): not a weight
+        inputs = {value.name for value in graph.input}
+        constants.update({init.name: (init, graph) for init in graph.initializer if init.name not in inputs})
         transposed = {}  # Transpose output -> the constant it transposes (perm [1, 0])
         for node in graph.node:
             if (node.op_type == "Transpose" and node.input[0] in constants

@@ -63,64 +63,80 @@ def append_search_head(path: Path, renormalize: bool) -> bool:
     if opset < 13:
         raise RuntimeError(f"{path.name}: the search head needs ONNX opset >= 13 (Unsqueeze's axes input); "
                            f"the graph has {opset}")
-    nodes = [
-        helper.make_node("Constant", [], ["search_head/last"],
-                         value=helper.make_tensor("last", TensorProto.INT64, [], [-1])),
-        helper.make_node("Constant", [], ["search_head/time_axis"],
-                         value=helper.make_tensor("time_axis", TensorProto.INT64, [1], [1])),
-        # [bias_rows, vocab] -> [bias_rows, 1, vocab]: the head works on [rows, t, vocab] and takes the last
-        # position of its [rows, t, k] results, not of the logits (a Gather there copied all of them: 1.8 ms
-        # a step at opus-mt's b32 beam 4); t is 1 on every call but the first
-        helper.make_node("Unsqueeze", [BIAS_INPUT, "search_head/time_axis"], ["search_head/bias"]),
-    ]
+    nodes = []
     raw = LOGITS
     if logits_type != TensorProto.FLOAT:    # fp16 graphs: the search compares fp32 scores
         nodes.append(helper.make_node("Cast", [raw], ["search_head/logits_fp32"], to=TensorProto.FLOAT))
         raw = "search_head/logits_fp32"
-    banned = "search_head/banned"
-    nodes += [
-        helper.make_node("Add", [raw, "search_head/bias"], [banned]),
-        *top_k_nodes(banned, vocab, opset, "search_head/top_values", "search_head/top_ids"),
-        # onnxruntime's fused LogSoftmax: one kernel instead of ReduceMax, Sub, Exp, ReduceSum (12.9 -> 8.9 ms
-        # for the whole head on [128, 58k], 2 threads); then only the k chosen entries are read
-        helper.make_node("LogSoftmax", [banned if renormalize else raw], ["search_head/log_softmax"], axis=-1),
-        helper.make_node("GatherElements", ["search_head/log_softmax", "search_head/top_ids"],
-                         ["search_head/top_log_softmax"], axis=-1),
-    ]
-    chosen = "search_head/top_log_softmax"
-    if not renormalize:   # HF adds the bans after the log-softmax: + (banned - raw), i.e. + 0 or + -inf
-        nodes += [
-            helper.make_node("GatherElements", [raw, "search_head/top_ids"], ["search_head/top_raw"], axis=-1),
-            helper.make_node("Sub", ["search_head/top_values", "search_head/top_raw"], ["search_head/top_bias"]),
-            helper.make_node("Add", [chosen, "search_head/top_bias"], ["search_head/top_banned_log_softmax"]),
-        ]
-        chosen = "search_head/top_banned_log_softmax"
-    nodes += [
-        helper.make_node("Gather", [chosen, "search_head/last"], [LOG_PROBS_OUTPUT], axis=1),
-        helper.make_node("Gather", ["search_head/top_ids", "search_head/last"], [IDS_OUTPUT], axis=1),
-    ]
+    nodes += search_head_nodes(raw, vocab, opset, renormalize)
+    inputs, defaults, outputs = head_interface(vocab)
     graph.node.extend(nodes)
-    graph.input.extend([
-        helper.make_tensor_value_info(BIAS_INPUT, TensorProto.FLOAT, ["bias_rows", vocab]),
-        helper.make_tensor_value_info(K_INPUT, TensorProto.INT64, [1]),
-    ])
-    # Defaults (an initializer named like an input makes it optional): a caller that knows nothing of the
-    # head — optimum's ORTModelForSeq2SeqLM on the same files, a runtime that asks for logits — need not
-    # feed these.
-    if isinstance(vocab, int):
-        graph.initializer.extend([
-            helper.make_tensor(BIAS_INPUT, TensorProto.FLOAT, [1, vocab], [0.0] * vocab),
-            helper.make_tensor(K_INPUT, TensorProto.INT64, [1], [1]),
-        ])
-    graph.output.extend([
-        helper.make_tensor_value_info(LOG_PROBS_OUTPUT, TensorProto.FLOAT, ["batch_size", "k"]),
-        helper.make_tensor_value_info(IDS_OUTPUT, TensorProto.INT64, ["batch_size", "k"]),
-    ])
+    graph.input.extend(inputs)
+    graph.initializer.extend(defaults)
+    graph.output.extend(outputs)
     helper.set_model_props(model, {**{p.key: p.value for p in model.metadata_props},
                                    MODE_METADATA: MODES[bool(renormalize)]})
     onnx.save(model, str(path))
     return True
 
+
+def head_interface(vocab, bias_columns=None) -> tuple[list, list, list]:
+    """The head's graph ``(inputs, their defaults, outputs)``. ``bias_columns``: the bias input's declared width
+    when it is not always ``vocab`` (the lean decoder's shortlist feeds one column per candidate)."""
+    from onnx import TensorProto, helper
+
+    inputs = [helper.make_tensor_value_info(BIAS_INPUT, TensorProto.FLOAT, ["bias_rows", bias_columns or vocab]),
+              helper.make_tensor_value_info(K_INPUT, TensorProto.INT64, [1])]
+    # Defaults (an initializer named like an input makes it optional): a caller that knows nothing of the
+    # head — optimum's ORTModelForSeq2SeqLM on the same files, a runtime that asks for logits — need not
+    # feed these.
+    defaults = [helper.make_tensor(BIAS_INPUT, TensorProto.FLOAT, [1, vocab], [0.0] * vocab),
+                helper.make_tensor(K_INPUT, TensorProto.INT64, [1], [1])] if isinstance(vocab, int) else []
+    outputs = [helper.make_tensor_value_info(LOG_PROBS_OUTPUT, TensorProto.FLOAT, ["batch_size", "k"]),
+               helper.make_tensor_value_info(IDS_OUTPUT, TensorProto.INT64, ["batch_size", "k"])]
+    return inputs, defaults, outputs
+
+
+def search_head_nodes(raw: str, vocab, opset: int, renormalize: bool, *, prefix: str = "search_head",
+                      bias: str = BIAS_INPUT, ids: str = IDS_OUTPUT, log_probs: str = LOG_PROBS_OUTPUT) -> list:
+    """The head's nodes on the float logits ``raw`` [rows, t, vocab]: ``bias`` [bias_rows, vocab] added, the top
+    ``search_k`` ids and their log-softmax scores of the last position as ``ids`` and ``log_probs`` [rows, k]
+    (the module docstring). ``prefix`` names the intermediate values (unique per graph)."""
+    from onnx import TensorProto, helper
+
+    def name(short: str) -> str:
+        return f"{prefix}/{short}"
+
+    nodes = [
+        helper.make_node("Constant", [], [name("last")], value=helper.make_tensor("last", TensorProto.INT64, [], [-1])),
+        helper.make_node("Constant", [], [name("time_axis")],
+                         value=helper.make_tensor("time_axis", TensorProto.INT64, [1], [1])),
+        # [bias_rows, vocab] -> [bias_rows, 1, vocab]: the head works on [rows, t, vocab] and takes the last
+        # position of its [rows, t, k] results, not of the logits (a Gather there copied all of them: 1.8 ms
+        # a step at opus-mt's b32 beam 4); t is 1 on every call but the first
+        helper.make_node("Unsqueeze", [bias, name("time_axis")], [name("bias")]),
+    ]
+    banned = name("banned")
+    nodes += [
+        helper.make_node("Add", [raw, name("bias")], [banned]),
+        *top_k_nodes(banned, vocab, opset, name("top_values"), name("top_ids"), prefix=name("blocked_top_k/")),
+        # onnxruntime's fused LogSoftmax: one kernel instead of ReduceMax, Sub, Exp, ReduceSum (12.9 -> 8.9 ms
+        # for the whole head on [128, 58k], 2 threads); then only the k chosen entries are read
+        helper.make_node("LogSoftmax", [banned if renormalize else raw], [name("log_softmax")], axis=-1),
+        helper.make_node("GatherElements", [name("log_softmax"), name("top_ids")], [name("top_log_softmax")], axis=-1),
+    ]
+    chosen = name("top_log_softmax")
+    if not renormalize:   # HF adds the bans after the log-softmax: + (banned - raw), i.e. + 0 or + -inf
+        nodes += [
+            helper.make_node("GatherElements", [raw, name("top_ids")], [name("top_raw")], axis=-1),
+            helper.make_node("Sub", [name("top_values"), name("top_raw")], [name("top_bias")]),
+            helper.make_node("Add", [chosen, name("top_bias")], [name("top_banned_log_softmax")]),
+        ]
+        chosen = name("top_banned_log_softmax")
+    return nodes + [
+        helper.make_node("Gather", [chosen, name("last")], [log_probs], axis=1),
+        helper.make_node("Gather", [name("top_ids"), name("last")], [ids], axis=1),
+    ]
 
 
 def top_k_block(vocab) -> int | None:
@@ -136,7 +152,8 @@ def top_k_block(vocab) -> int | None:
     return min(divisors, key=lambda size: abs(size * size * BLOCK_SIZE_FOR_K - vocab), default=None)
 
 
-def top_k_nodes(scores: str, vocab, opset: int, values: str, ids: str, block: int | None = None) -> list:
+def top_k_nodes(scores: str, vocab, opset: int, values: str, ids: str, block: int | None = None,
+                prefix: str = "search_head/blocked_top_k/") -> list:
     """Nodes writing ``values`` and ``ids``, the ``search_k`` best of ``scores`` [rows, t, vocab] along the
     last axis, as ONE TopK gives them: best first, equal scores to the lower id.
 
@@ -152,8 +169,6 @@ def top_k_nodes(scores: str, vocab, opset: int, values: str, ids: str, block: in
     block = top_k_block(vocab) if block is None else block
     if block is None:
         return [helper.make_node("TopK", [scores, K_INPUT], [values, ids], axis=-1, largest=1, sorted=1)]
-    prefix = "search_head/blocked_top_k/"
-
     def name(short: str) -> str:
         return prefix + short
 

@@ -6,7 +6,8 @@ shortlist limits the output layer to the tokens a sentence can plausibly need: t
 target tokens, plus, for every token of the batch's sources, the ``per_token`` target tokens that most often
 appear in the translations of sentences containing it. This is CTranslate2's "vocabulary mapping" (its
 ``use_vmap`` option, the file ``vmap.txt`` in the model directory, one ``source<TAB>target target ...`` line per
-source token; the line with an empty source lists the tokens always kept) and, in spirit, Marian's lexical
+source token; the line with an empty source lists the tokens always kept; the ONNX engine reads the same file,
+mtedge/engines/shortlist.py) and, in spirit, Marian's lexical
 shortlist, which ranks by word-alignment probabilities; here the ranking is by co-occurrence,
 P(t in target | s in source), counted over sentence pairs, which needs no aligner. The tokens kept for
 everyone are not ranked again per source token, so each token's list holds what is specific to it.
@@ -19,46 +20,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from mtedge.bundle import SHORTLIST_FILE, Bundle, describe_files, sha256_file, write_manifest
+from mtedge.engines.shortlist import VocabularyMap
 from mtedge.errors import DataError, UserError
 
 DEFAULT_PER_TOKEN = 100
 DEFAULT_ALWAYS = 500
 DEFAULT_MIN_COUNT = 2   # a pair seen once is as likely noise as a translation
 _MERGE_EVERY = 4_000_000   # (source, target) codes held before they are summed (memory stays bounded)
-
-
-@dataclass
-class VocabularyMap:
-    """What a shortlist keeps: ``always`` (target pieces) and ``candidates`` (source piece -> target pieces,
-    best first), with the settings it was built with."""
-
-    always: list[str]
-    candidates: dict[str, list[str]]
-    settings: dict = field(default_factory=dict)
-
-    def lines(self) -> list[str]:
-        """CTranslate2's ``vmap.txt``: the always-kept tokens on the line with an empty source, then one line
-        per source token."""
-        out = ["\t" + " ".join(self.always)]
-        out += [f"{source}\t{' '.join(targets)}" for source, targets in self.candidates.items()]
-        return out
-
-    def write(self, path: Path) -> None:
-        path.write_text("\n".join(self.lines()) + "\n", encoding="utf-8")
-
-    @classmethod
-    def read(cls, path: Path) -> "VocabularyMap":
-        """A ``vmap.txt`` as :meth:`write` writes it (the settings are in the manifest, not the file)."""
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-        always = lines[0].split("\t")[1].split(" ") if lines and lines[0].startswith("\t") else []
-        rules = (line.split("\t") for line in lines[1:] if "\t" in line)
-        return cls(always, {source: targets.split(" ") for source, targets in rules})
 
 
 def _writable(piece: str) -> bool:
@@ -168,21 +141,31 @@ def coverage(vmap: VocabularyMap, pairs: Iterable[tuple[str, str]], tokenizer) -
             "sentences_covered": round(whole / sentences, 4)}
 
 
+def shortlist_readers(manifest: dict) -> list[tuple[str, str]]:
+    """The ``(engine, precision)`` directories of a bundle whose engine reads a shortlist: every CTranslate2 one,
+    and the ONNX ones whose decoder has the shortlist's output layer (mtedge/engines/shortlist.py)."""
+    engines = manifest.get("engines") or {}
+    return [("ct2", precision) for precision in engines.get("ct2") or {}] + \
+        [("onnx", precision) for precision, record in (engines.get("onnx") or {}).items()
+         if (record.get("options") or {}).get("shortlist_head")]
+
+
 def add_shortlist(bundle_path: str | Path, data: str | Path | Sequence[str | Path], *,
                   per_token: int = DEFAULT_PER_TOKEN, always: int = DEFAULT_ALWAYS, min_count: int = DEFAULT_MIN_COUNT,
                   check: str | Path | None = None, log=print) -> dict:
-    """Build a shortlist from the parallel file(s) ``data`` and write it into every CTranslate2 directory of the
-    bundle (``vmap.txt``, where CTranslate2 looks for it); the manifest lists the file in those directories and
-    records how it was built under ``shortlist`` (with its :func:`coverage` of the held-out pairs ``check``).
-    Returns that record."""
+    """Build a shortlist from the parallel file(s) ``data`` and write it into every engine directory that reads
+    one (``vmap.txt``, where CTranslate2 looks for it: :func:`shortlist_readers`); the manifest lists the file in
+    those directories and records how it was built under ``shortlist`` (with its :func:`coverage` of the
+    held-out pairs ``check``). Returns that record."""
     from mtedge.data import read_pairs
     from mtedge.tokenizer import BundleTokenizer
 
     bundle = Bundle.open(bundle_path)
-    ct2 = bundle.manifest["engines"].get("ct2") or {}
-    if not ct2:
-        raise UserError(f"bundle {bundle.name} has no CTranslate2 model, the engine that reads a shortlist; it has "
-                        f"{', '.join(bundle.engines())} (re-export with --engines ct2)")
+    readers = shortlist_readers(bundle.manifest)
+    if not readers:
+        raise UserError(f"bundle {bundle.name} has no engine that reads a shortlist: it has "
+                        f"{', '.join(bundle.engines())}, and a shortlist needs CTranslate2 or mtedge's lean ONNX "
+                        f"decoder (re-export with --engines ct2, or with this mtedge's ONNX export)")
     tokenizer = BundleTokenizer(bundle.tokenizer_dir())
     files = [Path(data)] if isinstance(data, (str, Path)) else [Path(d) for d in data]
     if not files:
@@ -196,15 +179,18 @@ def add_shortlist(bundle_path: str | Path, data: str | Path | Sequence[str | Pat
         checked = {"data": str(check), **coverage(vmap, read_pairs(check), tokenizer)}
         log(f"[shortlist] {check}: {checked['token_coverage']:.1%} of the reference tokens are in their sentence's "
             f"list; every token of {checked['sentences_covered']:.1%} of the {checked['pairs']} sentences")
+    for engine, precision in readers:   # names a broken directory before anything is written into one
+        bundle.engine_dir(engine, precision)
     manifest = json.loads(bundle.manifest_path.read_text(encoding="utf-8"))
-    for precision, record in manifest["engines"]["ct2"].items():
+    for engine, precision in readers:
+        record = manifest["engines"][engine][precision]
         directory = bundle.path / record["dir"]
-        bundle.engine_dir("ct2", precision)   # names a broken directory before anything is written into it
         vmap.write(directory / SHORTLIST_FILE)
         record["files"] = describe_files(directory)
         record["size_bytes"] = sum(f["size"] for f in record["files"].values())
         log(f"[shortlist] wrote {record['dir']}/{SHORTLIST_FILE}")
-    manifest["shortlist"] = {"file": SHORTLIST_FILE, "engines": ["ct2"], "data": [str(path) for path in files],
+    manifest["shortlist"] = {"file": SHORTLIST_FILE, "engines": sorted({engine for engine, _ in readers}),
+                             "data": [str(path) for path in files],
                              "data_sha256": [sha256_file(path) for path in files], **vmap.settings}
     if checked:
         manifest["shortlist"]["check"] = checked

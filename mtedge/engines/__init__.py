@@ -9,8 +9,9 @@ never at ``import mtedge``. ``torch`` is the PyTorch reference and needs the ``m
 
 from __future__ import annotations
 
-from mtedge.bundle import GPU_PRECISIONS, PRECISIONS, Bundle
+from mtedge.bundle import GPU_PRECISIONS, PRECISIONS, SHORTLIST_FILE, Bundle
 from mtedge.engines.base import Engine
+from mtedge.engines.shortlist import CandidateTable
 from mtedge.types import DecodeOptions, Hypothesis, TargetSpec
 from mtedge.errors import UserError
 
@@ -23,6 +24,7 @@ PRECISION_ALIASES = {
     "torch": {"float32": "fp32"},
 }
 DEVICES = ("auto", "cpu", "cuda")
+SHORTLIST_ENGINES = ("ct2", "onnx")   # the engines that read a vocabulary shortlist
 
 __all__ = ["ENGINES", "DEFAULT_PRECISION", "DecodeOptions", "Engine", "Hypothesis", "TargetSpec",
            "build_engine", "check_engine", "check_shortlist", "load_engine", "resolve_engine", "resolve_precision",
@@ -105,12 +107,17 @@ def resolve_engine(engine: str, precision: str | None, device: str) -> tuple[str
 
 
 def check_shortlist(bundle: Bundle, engine: str, precision: str) -> None:
-    """A vocabulary shortlist runs where the bundle has one and the engine reads it: CTranslate2 (``use_vmap``).
-    The other engines compute every token's logit (their graphs and models have no shortlist input)."""
-    if engine != "ct2":
-        raise UserError(f"the vocabulary shortlist runs on the ct2 engine only; {engine} computes every token's "
-                        f"logit (drop the shortlist, or use engine 'ct2')")
+    """A vocabulary shortlist runs where the bundle has one and the engine reads it: CTranslate2 (``use_vmap``)
+    and the ONNX engine on a lean decoder with the shortlist's output layer (mtedge/engines/shortlist.py).
+    The PyTorch reference computes every token's logit."""
+    if engine not in SHORTLIST_ENGINES:
+        raise UserError(f"the vocabulary shortlist runs on the {' and '.join(SHORTLIST_ENGINES)} engines; {engine} "
+                        f"computes every token's logit (drop the shortlist, or use engine 'ct2')")
     if not bundle.has_shortlist(engine, precision):
+        if bundle.manifest.get("shortlist"):   # a list, but not in this directory: its graphs cannot use one
+            raise UserError(f"bundle {bundle.name} has a vocabulary shortlist, but not for {engine} {precision} "
+                            f"(only mtedge's lean ONNX decoder reads one, fp16 and optimum's traced graphs do not): "
+                            f"choose another precision or engine 'ct2'")
         raise UserError(f"bundle {bundle.name} has no vocabulary shortlist; add one with "
                         f"`mtedge shortlist {bundle.path} --data PAIRS.tsv` (parallel text of the model's domain)")
 
@@ -141,5 +148,9 @@ def build_engine(bundle: Bundle, engine: str, precision: str, device: str, threa
         return TorchEngine(model_dir, target, device=device, threads=threads)
     from mtedge.engines.onnx_engine import OnnxEngine
 
+    candidates = None
+    if shortlist:   # in ids; </s> always, as CTranslate2 keeps it (a search may be forced to end)
+        candidates = CandidateTable.load(model_dir / SHORTLIST_FILE, tokenizer.vocab,
+                                         keep=(target.eos_id, tokenizer.unk_id))
     return OnnxEngine(model_dir, target, bundle.model_shape, device=device, threads=threads,
-                      graph_optimization=graph_optimization, generation=generation)
+                      graph_optimization=graph_optimization, generation=generation, shortlist=candidates)

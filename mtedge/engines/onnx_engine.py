@@ -46,6 +46,8 @@ from mtedge.engines.in_place_cache import InPlaceCache
 from mtedge.engines.rowwise_int8 import check_graph
 from mtedge.engines.row_gather import RowGather
 from mtedge.engines.search_head import BIAS_INPUT, IDS_OUTPUT, K_INPUT, LOG_PROBS_OUTPUT, MODES, head_mode
+from mtedge.engines import shortlist as vocabulary_shortlist
+from mtedge.engines.shortlist import BatchShortlist, CandidateTable
 from mtedge.types import DecodeOptions, Hypothesis, TargetSpec
 from mtedge.errors import BundleError, UserError
 
@@ -147,6 +149,9 @@ class DecoderGraph:
         overridable = {i.name for i in session.get_overridable_initializers()} | inputs.keys()
         self.in_place_cache = (metadata.get(in_place_cache.METADATA) == in_place_cache.IN_PLACE
                                and overridable.issuperset(in_place_cache.INPUTS))
+        # the second output layer over a vocabulary shortlist's candidates (mtedge/engines/shortlist.py)
+        self.shortlist = (overridable.issuperset(vocabulary_shortlist.INPUTS)
+                          and vocabulary_shortlist.HEAD_OUTPUT in outputs)
         self.vocab_size = (_static(outputs["logits"].shape[2], model_shape.get("vocab_size"), "vocab size")
                            if self.search_head else None)
         self.cache_dtype = _numpy_type(inputs["past_key_values.0.decoder.key"].type)
@@ -171,14 +176,16 @@ class OnnxEngine(Engine):
     ``generation`` is the bundle's parsed generation record (HF ``generation_config``); it decides
     whether ``</s>`` is forced at the length limit (``forced_eos_token_id``) and whether scores are
     renormalised after the bans (``renormalize_logits``). ``None`` reads it from the bundle that
-    holds ``model_dir``.
+    holds ``model_dir``. ``shortlist``: score only these candidates of each sentence (a vocabulary shortlist,
+    mtedge/engines/shortlist.py; the graph must have its output layer).
     """
 
     name = "onnx"
 
     def __init__(self, model_dir: Path, target: TargetSpec, model_shape: Mapping | None = None, *,
                  device: str = "cpu", threads: int | None = None, graph_optimization: str = "all",
-                 generation: GenerationSettings | None = None, in_place_cache: bool = True):
+                 generation: GenerationSettings | None = None, in_place_cache: bool = True,
+                 shortlist: CandidateTable | None = None):
         self.model_dir = Path(model_dir)
         self.target = target
         self.device = device
@@ -207,6 +214,15 @@ class OnnxEngine(Engine):
         # beam searches on CPU keep the self-attention cache in place where the graph can (False: past and
         # present, for comparisons). CUDA keeps past/present: the in-place path is unverified there
         self.in_place = bool(in_place_cache) and self.graph.in_place_cache
+        self.shortlist = shortlist
+        if shortlist is not None:
+            if not self.graph.shortlist:
+                raise UserError(f"{self.model_dir / DECODER_FILE} has no output layer for a vocabulary shortlist (only "
+                                f"mtedge's lean decoder with a tied output layer has one, and bundles exported before "
+                                f"it lack it: re-export the bundle, or use engine 'ct2')")
+            if not self.decoder_supports_top_k():
+                raise UserError("the vocabulary shortlist runs on the ONNX engine's CPU path only (its search head); "
+                                "use device 'cpu', or engine 'ct2'")
 
     def translate_ids(self, batch: list[list[int]], options: DecodeOptions) -> list[list[Hypothesis]]:
         if not batch:
@@ -218,6 +234,8 @@ class OnnxEngine(Engine):
         # beam 4 a step + reorder 49 vs 62 ms)
         state = OnnxDecoderState(self, *pad_batch(batch, self.target.pad_id),
                                  in_place=self.in_place and self.io_runner is None and options.beam_size > 1)
+        if self.shortlist is not None:   # the search takes 2 x beam candidates a row: at least that many columns
+            state.shortlist = BatchShortlist(self.shortlist, batch, 2 * options.beam_size)
         return decode(state, len(batch), self.rules, options)
 
     def decoder_supports_top_k(self) -> bool:
@@ -281,6 +299,7 @@ class OnnxDecoderState:
         self.mask: np.ndarray | None = None     # encoder mask, one row per decoder row
         self.row_sources: np.ndarray | None = None
         self.use_cache = np.array([True])
+        self.shortlist: BatchShortlist | None = None   # the batch's candidates, when the engine has a shortlist
         self.hidden_placeholder = np.zeros((1, 1, self.graph.hidden_size), dtype=self.graph.hidden_dtype)
 
     # -- StepModel --------------------------------------------------------------------------
@@ -296,9 +315,21 @@ class OnnxDecoderState:
 
     def top_k(self, tokens: np.ndarray, bias: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The graph's search head (mtedge/engines/search_head.py): ``(ids, log_probs)`` [rows, k]."""
-        ids, log_probs = self._step(tokens, [IDS_OUTPUT, LOG_PROBS_OUTPUT],
-                                    {BIAS_INPUT: bias, K_INPUT: np.array([k], dtype=np.int64)})
-        return _host(ids), _host(log_probs)
+        feeds = {BIAS_INPUT: bias, K_INPUT: np.array([k], dtype=np.int64)}
+        wanted = [IDS_OUTPUT, LOG_PROBS_OUTPUT]
+        shortlist = self.shortlist
+        if shortlist is None:
+            ids, log_probs = self._step(tokens, wanted, feeds)
+            return _host(ids), _host(log_probs)
+        # the candidates' columns: the bias mapped to them, each row's mask, their rows of the output layer
+        # once the first step has gathered them; the chosen columns mapped back to ids
+        sources = self.row_sources if self.row_sources is not None else np.arange(tokens.shape[0])
+        feeds.update(shortlist.feeds(sources), **{BIAS_INPUT: shortlist.bias(bias)})
+        first = shortlist.head is None
+        outputs = self._step(tokens, wanted + [vocabulary_shortlist.HEAD_OUTPUT] if first else wanted, feeds)
+        if first:
+            shortlist.head = _host(outputs[2])
+        return shortlist.ids(_host(outputs[0])), _host(outputs[1])
 
     def select(self, rows: np.ndarray, sources: np.ndarray) -> None:
         rows = np.asarray(rows, dtype=np.int64)

@@ -14,9 +14,11 @@ def batch_invariant(bundle, engine: str, precision: str, shortlist: bool = False
     picks one scale per batch, and one user's text would change another's translation. ONNX int4 is not: its
     4-bit kernel rounds a row's sums differently with the rows in the call (the export records it). The
     PyTorch reference is not (padding changes float summation order), and it is not a serving engine anyway.
-    Nor is a vocabulary shortlist: CTranslate2 keeps the union of the batch's candidates.
+    Nor is CTranslate2 with a vocabulary shortlist: it scores the union of the batch's candidates for every
+    sentence. The ONNX engine limits each row to its own sentence's candidates (mtedge/engines/shortlist.py), so
+    a shortlist leaves its precision as it was.
     """
-    if shortlist:
+    if shortlist and engine == "ct2":
         return False
     if engine == "ct2" or (engine, precision) == ("onnx", "fp32"):
         return True
@@ -49,7 +51,7 @@ class ServerConfig:
     batch_tokens: int = 4096            # source tokens per merged engine call
     max_body_bytes: int = 1 << 20       # request bodies larger than this get 413 before being read
     split_sentences: bool = True        # translate a paragraph sentence by sentence (what LibreTranslate does)
-    shortlist: bool = False             # the bundle's vocabulary shortlist (ct2; mtedge shortlist)
+    shortlist: bool = False             # the bundle's vocabulary shortlist (ct2, onnx; mtedge shortlist)
     frontend_timeout: int = 500         # LibreTranslate's /frontend/settings value (ms, for its web UI)
     log_level: str = "info"
 
