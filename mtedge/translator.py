@@ -109,8 +109,9 @@ class Translator:
                  batch_tokens: int = DEFAULT_BATCH_TOKENS, chunk_size: int = DEFAULT_CHUNK_SIZE,
                  graph_optimization: str = "all", shortlist: bool = False):
         """``precision`` defaults to int8 (fp32 for the torch reference); ``device``: auto | cpu | cuda.
-        ``shortlist``: compute logits only for the bundle's vocabulary shortlist (``mtedge shortlist``; ct2
-        engine): faster, and a sentence's output may then depend on the other sentences of its batch."""
+        ``shortlist``: compute logits only for the bundle's vocabulary shortlist (``mtedge shortlist``; ct2 and
+        onnx engines): faster; on ct2 a sentence's output may then depend on the other sentences of its batch
+        (the onnx engine keeps each sentence to its own candidates)."""
         self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.open(bundle)
         check_engine(engine)
         _check_positive("threads", threads, allow_none=True)
