@@ -324,7 +324,8 @@ class OnnxDecoderState:
         # the candidates' columns: the bias mapped to them, each row's mask, their rows of the output layer
         # once the first step has gathered them; the chosen columns mapped back to ids
         sources = self.row_sources if self.row_sources is not None else np.arange(tokens.shape[0])
-        feeds.update(shortlist.feeds(sources), **{BIAS_INPUT: shortlist.bias(bias)})
+        feeds.update(shortlist.feeds(sources))
+        feeds[BIAS_INPUT] = shortlist.bias(bias)
         first = shortlist.head is None
         outputs = self._step(tokens, wanted + [vocabulary_shortlist.HEAD_OUTPUT] if first else wanted, feeds)
         if first:
