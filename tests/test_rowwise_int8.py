@@ -56,7 +56,7 @@ def test_rowwise_int8_rows_are_independent_and_close_to_fp32(tmp_path, opset, bi
     src, embedding, weight = _model(tmp_path, opset)
     dst = tmp_path / f"int8-{opset}-{bits}.onnx"
     counts = quantize_rowwise(src, dst, weight_bits=bits)
-    assert counts == {"matmul": 1, "transposed_matmul": 1, "gather": 1}
+    assert counts == {"matmul": 1, "transposed_matmul": 1, "gather": 1, "shortlist_matmul": 0}
     written = onnx.load(str(dst))
     ops = [node.op_type for node in written.graph.node]
     assert "MatMulIntegerToFloat" in ops and "MatMul" not in ops
@@ -135,7 +135,7 @@ def test_the_one_row_kernel_computes_what_the_gemm_graph_computes(tmp_path, bits
     gemm, gemv = tmp_path / "gemm.onnx", tmp_path / "gemv.onnx"
     quantize_rowwise(src, gemm, weight_bits=bits)
     assert quantize_rowwise(src, gemv, weight_bits=bits, kernel="gemv") == {
-        "matmul": 1, "transposed_matmul": 1, "gather": 1}
+        "matmul": 1, "transposed_matmul": 1, "gather": 1, "shortlist_matmul": 0}
     written = onnx.load(str(gemv))
     ops = [node.op_type for node in written.graph.node]
     assert ops.count("MatMulNBits") == 2 and not {"MatMul", "MatMulIntegerToFloat", "Transpose"} & set(ops)
@@ -257,7 +257,7 @@ def test_four_bit_graphs_share_the_table_and_keep_rows_independent(tmp_path):
     src, embedding, weight = _model(tmp_path, 18)
     dst = tmp_path / "int4.onnx"
     assert quantize_rowwise(src, dst, weight_bits=4, kernel="gemv") == {
-        "matmul": 1, "transposed_matmul": 1, "gather": 1}
+        "matmul": 1, "transposed_matmul": 1, "gather": 1, "shortlist_matmul": 0}
     written = onnx.load(str(dst))
     ops = [node.op_type for node in written.graph.node]
     assert ops.count("MatMulNBits") == 2 and ops.count("GatherBlockQuantized") == 1

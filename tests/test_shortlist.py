@@ -251,19 +251,20 @@ def _onnx_engine(bundle, precision, table=None):
                       shortlist=table), tok
 
 
+@pytest.mark.parametrize("precision", ("fp32", "int8"))
 @pytest.mark.parametrize("family", LEAN_FAMILIES)
-def test_the_onnx_layer_over_every_id_gives_the_full_layers_ids_and_scores(family, tiny_unvalidated_bundles,
-                                                                          tiny_dev_pairs):
-    """fp32: the first step's gathered rows of the output layer, read back by every later step, give the whole
+def test_the_onnx_layer_over_every_id_gives_the_full_layers_ids_and_scores(family, precision,
+                                                                          tiny_unvalidated_bundles, tiny_dev_pairs):
+    """The first step's gathered rows of the output layer, read back by every later step, give the whole
     layer's logits: the same hypotheses and scores, greedy and beam (every id kept: no mask, no renormalising
-    over fewer ids)."""
+    over fewer ids). int8 too: its rows stay int8 and run the full layer's int8 GEMM on them."""
     from mtedge.engines.shortlist import CandidateTable
     from mtedge.types import DecodeOptions
 
     bundle = tiny_unvalidated_bundles(family)
-    full, tok = _onnx_engine(bundle, "fp32")
+    full, tok = _onnx_engine(bundle, precision)
     every_id = CandidateTable(VocabularyMap(always=list(tok.vocab), candidates={}), tok.vocab)
-    short, _ = _onnx_engine(bundle, "fp32", every_id)
+    short, _ = _onnx_engine(bundle, precision, every_id)
     batch = [tok.encode(s) for s, _ in tiny_dev_pairs[:12]]
     for beam in (1, 3):
         options = DecodeOptions(beam_size=beam, max_length=24, num_hypotheses=beam, return_scores=True)
@@ -272,6 +273,36 @@ def test_the_onnx_layer_over_every_id_gives_the_full_layers_ids_and_scores(famil
         for row_got, row_expected in zip(got, expected):
             for a, b in zip(row_got, row_expected):
                 assert a.score == pytest.approx(b.score, abs=1e-4)
+
+
+@pytest.mark.parametrize("bits, kernel, rows", [(8, "gemm", "tensor(int8)"), (7, "gemm", "tensor(float)"),
+                                               (8, "gemv", "tensor(float)")])
+def test_the_8_bit_gemm_graph_keeps_the_candidates_rows_int8(bits, kernel, rows, tiny_unvalidated_bundles,
+                                                             tmp_path):
+    """Only where the rows are the tied lm_head's own int8 columns and the GEMM takes int8 weights (8 bits, the
+    int8 precision on a VNNI/AMX CPU) do they stay int8: then no float MatMul is left in the decoder. With 7-bit
+    weights (a CPU that saturates 8-bit pairs) or MatMulNBits (int8_latency) they are dequantized."""
+    import onnx
+    import onnxruntime as ort
+
+    from mtedge.convert.rowwise_int8 import quantize_rowwise
+    from mtedge.engines.shortlist import HEAD_INPUT, HEAD_OUTPUT
+
+    decoder = tiny_unvalidated_bundles("marian") / "onnx" / "fp32" / "decoder_model_merged.onnx"
+    out = tmp_path / "decoder.onnx"
+    counts = quantize_rowwise(decoder, out, weight_bits=bits, kernel=kernel)
+    assert counts["shortlist_matmul"] == (2 if rows == "tensor(int8)" else 0)   # the first step's and the later's
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    inputs = [*session.get_inputs(), *session.get_overridable_initializers()]   # an input with a default: the latter
+    assert {i.name: i.type for i in inputs}[HEAD_INPUT] == rows
+    assert {o.name: o.type for o in session.get_outputs()}[HEAD_OUTPUT] == rows
+
+    def float_matmuls(graph) -> int:
+        return sum((node.op_type == "MatMul")
+                   + sum(float_matmuls(a.g) for a in node.attribute if a.type == onnx.AttributeProto.GRAPH)
+                   for node in graph.node)
+
+    assert (float_matmuls(onnx.load(str(out)).graph) == 0) == (rows == "tensor(int8)")
 
 
 @pytest.mark.parametrize("precision", ONNX_PRECISIONS)

@@ -261,8 +261,9 @@ class _Builder:
         """The output layer and the search head (mtedge/convert/search_head.py) on the step's ``HIDDEN``, writing
         ``outputs`` (logits, top log-probs, top ids, and for a tied output layer the shortlist's rows). With a
         tied layer they are a top-level ``If`` on the shortlist's mode (mtedge/engines/shortlist.py): every id's
-        logit, or only the batch's candidates', from the rows of the table that the first step gathers (and
-        dequantizes, in the int8 graphs) and every later step reads back. The full layer's weight is one graph
+        logit, or only the batch's candidates', from the rows of the table that the first step gathers (int8
+        rows in the 8-bit GEMM graph, dequantized ones in the other quantized graphs) and every later step reads
+        back. The full layer's weight is one graph
         down either way, where onnxruntime still pre-packs it (see :meth:`self_attention`); the candidates' rows
         are an input, with nothing to pre-pack, so they may sit two graphs down."""
         from mtedge.convert.search_head import search_head_nodes
@@ -291,20 +292,29 @@ class _Builder:
 
         if not self._tied():   # an untied layer would need its rows stored a second time: no shortlist
             return layer("head", outputs, [])
-        no_rows = self.const("shortlist/no_rows", np.zeros((self.d, 0), np.float32))
+        # Every value that carries the candidates' rows is named ``…present.shortlist_head``: the int8 rewrite
+        # keeps them int8 and retypes them by that name (mtedge/convert/rowwise_int8.py). Branches that have no
+        # rows to return slice none off the input, so their output has its type, whatever the graph's.
+        none = self.const("shortlist/none", np.array([0], np.int64))
+        columns = self.const("shortlist/columns_axis", np.array([1], np.int64))
+
+        def no_rows(out: str):
+            return h.make_node("Slice", [HEAD_INPUT, none, none, columns], [out])
+
         full_names = [f"full/{name}" for name in outputs]
-        full = layer("full", full_names, [h.make_node("Identity", [no_rows], [full_names[3]])])
+        full = layer("full", full_names, [no_rows(full_names[3])])
 
         # the candidates: the first step gathers their rows (Gather on the table: the int8 rewrite makes it
-        # the dequantizing gather the embedding lookup uses), a later step reads them back
-        later_rows = h.make_node("Identity", [no_rows], ["shortlist/later/rows"])
-        later = h.make_graph([later_rows, h.make_node("MatMul", [HIDDEN, HEAD_INPUT], ["shortlist/later/logits"])],
-                             "shortlist_later", [], self._values(["shortlist/later/logits", "shortlist/later/rows"]))
+        # an int8 gather, or the dequantizing gather of the embedding lookup), a later step reads them back
+        later_rows, first_rows = (f"shortlist/{branch}/{HEAD_OUTPUT}" for branch in ("later", "first"))
+        later = h.make_graph([no_rows(later_rows),
+                              h.make_node("MatMul", [HIDDEN, HEAD_INPUT], ["shortlist/later/logits"])],
+                             "shortlist_later", [], self._values(["shortlist/later/logits", later_rows]))
         first = h.make_graph([
             h.make_node("Gather", [embedding, ROWS_INPUT], ["shortlist/first/table_rows"], axis=0),
-            h.make_node("Transpose", ["shortlist/first/table_rows"], ["shortlist/first/rows"], perm=[1, 0]),
-            h.make_node("MatMul", [HIDDEN, "shortlist/first/rows"], ["shortlist/first/logits"]),
-        ], "shortlist_first", [], self._values(["shortlist/first/logits", "shortlist/first/rows"]))
+            h.make_node("Transpose", ["shortlist/first/table_rows"], [first_rows], perm=[1, 0]),
+            h.make_node("MatMul", [HIDDEN, first_rows], ["shortlist/first/logits"]),
+        ], "shortlist_first", [], self._values(["shortlist/first/logits", first_rows]))
         names = [f"shortlist/{name}" for name in outputs]
         nodes = [h.make_node("If", ["use_cache_branch"], ["shortlist/unbiased", names[3]], then_branch=later,
                              else_branch=first)]

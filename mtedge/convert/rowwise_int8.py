@@ -31,7 +31,11 @@ twice as fast as ``MatMulIntegerToFloat``, whose GEMM is the faster one for many
 embedding's rows with no transpose, so the table is stored that way once and the ``Gather`` reads it too.
 
 Embedding tables read by ``Gather`` are stored int8 with one scale per row (weight-only; the gathered rows
-are dequantized), which is what shrinks the files. ``If`` subgraphs (the merged decoder's two branches) are
+are dequantized), which is what shrinks the files. The vocabulary shortlist's output layer (the rows of the
+tied table at a batch's candidate ids, gathered by the first step and fed back by later ones,
+mtedge/engines/shortlist.py) stays int8 in the 8-bit GEMM graph: the rows gathered as stored, and a
+``MatMulIntegerToFloat`` against them with their row scales as column scales, the full ``lm_head``'s arithmetic
+on fewer columns (a quarter of the float rows' bytes per step). ``If`` subgraphs (the merged decoder's two branches) are
 rewritten too.
 
 4-bit weights (``weight_bits=4``, the ``int4`` precision, ``gemv`` kernel only) are ``MatMulNBits``' own
@@ -50,6 +54,7 @@ from pathlib import Path
 import numpy as np
 
 from mtedge.engines.rowwise_int8 import KERNEL_OPS, METADATA_KEY, SAFE_WEIGHT_BITS
+from mtedge.engines.shortlist import HEAD_INPUT, HEAD_OUTPUT, ROWS_INPUT
 
 QMAX = 127.0
 # MatMul weights use 8 bits where the exporting CPU's int8 kernel has VNNI or AMX, and 7 bits elsewhere.
@@ -122,8 +127,16 @@ class _Rewriter:
         self.done: dict[tuple[str, str], list[str]] = {}
         self.quantized: dict[tuple[int, str], tuple[str, str]] = {}   # (graph, activation) -> (a_q, scale)
         self.prelude: dict[int, list] = {}   # graph -> nodes to put first (on constants that graph owns)
+        # the graphs visited, held: both dicts above key on id(graph), and a subgraph's Python wrapper that is
+        # let go may leave its id to the next one (the shortlist's two branches got one id, and the second
+        # branch reused the first's quantized activation)
+        self.visited: list = []
         self.counter = 0
-        self.counts = {"matmul": 0, "transposed_matmul": 0, "gather": 0}
+        self.counts = {"matmul": 0, "transposed_matmul": 0, "gather": 0, "shortlist_matmul": 0}
+        # the vocabulary shortlist's output layer (mtedge/convert/lean_decoder.py) keeps its gathered rows int8
+        # where they are the tied lm_head's own 8-bit columns and the GEMM takes int8 B; elsewhere they are
+        # dequantized by the embedding lookup's gather and multiplied in float
+        self.int8_shortlist = weight_bits == FULL_WEIGHT_BITS and kernel == "gemm"
         self.opset = next((op.version for op in model.opset_import if op.domain in ("", "ai.onnx")), 0)
         if self.opset < 13:
             raise RuntimeError(f"row-wise int8 needs ONNX opset >= 13 (per-axis QuantizeLinear); the model has "
@@ -134,12 +147,17 @@ class _Rewriter:
         return f"rowwise_int8/{stem}/{self.counter}"
 
     def run(self) -> dict:
+        # the table the shortlist's rows come from, found first: a later step's branch may precede the gather
+        self.shortlist_table = _shortlist_table(self.model.graph, self.onnx) if self.int8_shortlist else None
         self._graph(self.model.graph, {}, self.model.graph)
+        if self.counts["shortlist_matmul"]:
+            _retype_shortlist_rows(self.model, self.onnx)
         return self.counts
 
     # -- graphs ------------------------------------------------------------------------------------
     def _graph(self, graph, outer_constants: dict, top) -> None:
         """``outer_constants``: name -> (TensorProto, the graph that owns it), visible from subgraphs."""
+        self.visited.append(graph)
         onnx = self.onnx
         constants = dict(outer_constants)
         # an initializer that is also a graph input is a default the caller may replace (the shortlist's rows
@@ -157,7 +175,13 @@ class _Rewriter:
             for attribute in node.attribute:
                 if attribute.type == onnx.AttributeProto.GRAPH:
                     self._graph(attribute.g, constants, top)
-            if node.op_type == "MatMul" and node.input[1] in constants \
+            if self.shortlist_table and node.op_type == "Gather" \
+                    and list(node.input) == [self.shortlist_table, ROWS_INPUT]:
+                new_nodes.append(self._shortlist_gather(node, constants[node.input[0]]))
+            elif self.shortlist_table and node.op_type == "MatMul" and _carries_shortlist_rows(node.input[1]):
+                new_nodes.extend(self._shortlist_matmul(graph, node, constants))
+                self.counts["shortlist_matmul"] += 1
+            elif node.op_type == "MatMul" and node.input[1] in constants \
                     and len(constants[node.input[1]][0].dims) == 2:
                 new_nodes.extend(self._matmul(graph, node, constants[node.input[1]], transpose=False))
                 self.counts["matmul"] += 1
@@ -251,6 +275,29 @@ class _Rewriter:
         (flat,) = self._constant((tensor.name, "row_scale_flat"),
                                  lambda: [("table_scale_flat", numpy_helper.to_array(stored).reshape(-1))], owner)
         return flat
+
+    def _shortlist_gather(self, node, constant):
+        """The shortlist's first step gathers the candidates' rows of the table as stored: int8 [k, d]."""
+        from onnx import helper
+
+        table_q, _ = self._table_rows(*constant)
+        return helper.make_node("Gather", [table_q, ROWS_INPUT], [node.output[0]], name=node.name, axis=0)
+
+    def _shortlist_matmul(self, graph, node, constants: dict) -> list:
+        """Logits of the candidates from their int8 rows ``[d, k]`` (an input, or the first step's gather) and
+        the table's row scales at those ids, gathered each step ([k] floats: cheaper than keeping them)."""
+        from onnx import helper
+
+        tensor, owner = constants[self.shortlist_table]
+        scales = self._table_scale_flat(tensor, owner)
+        a_q, scale, quantize = self._quantized_rows(graph, node.input[0], int(tensor.dims[1]), node.name or "matmul")
+        _, zero_point = self._shift_and_zero_point()
+        column_scales = self.fresh("shortlist/column_scales")
+        return quantize + [
+            helper.make_node("Gather", [scales, ROWS_INPUT], [column_scales], axis=0),
+            helper.make_node("MatMulIntegerToFloat", [a_q, node.input[1], scale, column_scales, zero_point],
+                             [node.output[0]], name=node.name, domain=CONTRIB_DOMAIN),
+        ]
 
     def _shift_and_zero_point(self) -> list[str]:
         # uint8 with zero point 128: MLAS's fast x86 kernels are u8 x s8 (VNNI, AMX)
@@ -415,6 +462,42 @@ def _attr(node, name, default):
         if attribute.name == name:
             return helper.get_attribute_value(attribute)
     return default
+
+
+def _carries_shortlist_rows(name: str) -> bool:
+    """The lean decoder names every value that holds the shortlist's rows of the output layer after them."""
+    return name == HEAD_INPUT or name.endswith(HEAD_OUTPUT)
+
+
+def _shortlist_table(graph, onnx) -> str | None:
+    """The table that a ``Gather`` by the shortlist's ids reads, in ``graph`` or any subgraph."""
+    for node in graph.node:
+        if node.op_type == "Gather" and list(node.input[1:2]) == [ROWS_INPUT]:
+            return node.input[0]
+        for attribute in node.attribute:
+            found = _shortlist_table(attribute.g, onnx) if attribute.type == onnx.AttributeProto.GRAPH else None
+            if found:
+                return found
+    return None
+
+
+def _retype_shortlist_rows(model, onnx) -> None:
+    """The shortlist's rows are int8 now: its input (and the input's empty default), its output and every
+    branch output that carries them."""
+    def retype(graph) -> None:
+        for value in [*graph.input, *graph.output, *graph.value_info]:
+            if _carries_shortlist_rows(value.name):
+                value.type.tensor_type.elem_type = onnx.TensorProto.INT8
+        for node in graph.node:
+            for attribute in node.attribute:
+                if attribute.type == onnx.AttributeProto.GRAPH:
+                    retype(attribute.g)
+
+    retype(model.graph)
+    for index, init in enumerate(model.graph.initializer):
+        if init.name == HEAD_INPUT:
+            empty = np.zeros(tuple(init.dims), np.int8)
+            model.graph.initializer[index].CopyFrom(onnx.numpy_helper.from_array(empty, HEAD_INPUT))
 
 
 def _names_used_by_subgraphs(graph, onnx) -> set[str]:

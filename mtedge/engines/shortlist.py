@@ -5,7 +5,7 @@ side of it.
 CTranslate2 reads the file itself (``use_vmap``). For the ONNX engine the lean decoder carries a second output
 layer, chosen per call by :data:`MODE_INPUT` (mtedge/convert/lean_decoder.py): the logits of the batch's
 candidate ids only (:data:`ROWS_INPUT`, ascending), from those rows of the output layer, which the first step
-gathers and dequantizes once (:data:`HEAD_OUTPUT`) and every later step reads back (:data:`HEAD_INPUT`), then
+gathers once (:data:`HEAD_OUTPUT`) and every later step reads back (:data:`HEAD_INPUT`), then
 the search head (bans, top k, log-softmax) over those columns. Unlike CTranslate2, which scores the union of
 the batch's candidates for every sentence, each row is limited to its own sentence's candidates by a 0/-inf
 :data:`MASK_INPUT` added before the log-softmax, so a sentence translates the same alone and in any batch.
@@ -25,7 +25,8 @@ from mtedge.errors import BundleError
 
 MODE_INPUT = "shortlist_mode"            # bool [1]: score the candidates only (default False: every id)
 ROWS_INPUT = "shortlist_rows"            # int64 [k]: the batch's candidate ids, ascending (the columns scored)
-HEAD_INPUT = "shortlist_head"            # float32 [d, k]: the output layer's rows of those ids, dequantized
+HEAD_INPUT = "shortlist_head"            # [d, k]: the output layer's rows of those ids (int8 in the 8-bit GEMM
+                                         # graph, mtedge/convert/rowwise_int8.py; float32 elsewhere)
 HEAD_OUTPUT = "present.shortlist_head"   # the same, computed by the first step (fed back as HEAD_INPUT)
 MASK_INPUT = "shortlist_mask"            # float32 [1 or rows, k]: 0, or -inf where a row's sentence lacks the id
 INPUTS = (MODE_INPUT, ROWS_INPUT, HEAD_INPUT, MASK_INPUT)
