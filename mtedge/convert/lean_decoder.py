@@ -263,9 +263,9 @@ class _Builder:
         tied layer they are a top-level ``If`` on the shortlist's mode (mtedge/engines/shortlist.py): every id's
         logit, or only the batch's candidates', from the rows of the table that the first step gathers (int8
         rows in the 8-bit GEMM graph, dequantized ones in the other quantized graphs) and every later step reads
-        back. The full layer's weight is one graph
-        down either way, where onnxruntime still pre-packs it (see :meth:`self_attention`); the candidates' rows
-        are an input, with nothing to pre-pack, so they may sit two graphs down."""
+        back. The full layer's weight is one graph down either way, where onnxruntime still pre-packs it (see
+        :meth:`self_attention`); the candidates' rows are an input, with nothing to pre-pack, so they may sit two
+        graphs down."""
         from mtedge.convert.search_head import search_head_nodes
 
         h = self.h

@@ -31,12 +31,13 @@ twice as fast as ``MatMulIntegerToFloat``, whose GEMM is the faster one for many
 embedding's rows with no transpose, so the table is stored that way once and the ``Gather`` reads it too.
 
 Embedding tables read by ``Gather`` are stored int8 with one scale per row (weight-only; the gathered rows
-are dequantized), which is what shrinks the files. The vocabulary shortlist's output layer (the rows of the
-tied table at a batch's candidate ids, gathered by the first step and fed back by later ones,
-mtedge/engines/shortlist.py) stays int8 in the 8-bit GEMM graph: the rows gathered as stored, and a
-``MatMulIntegerToFloat`` against them with their row scales as column scales, the full ``lm_head``'s arithmetic
-on fewer columns (a quarter of the float rows' bytes per step). ``If`` subgraphs (the merged decoder's two branches) are
+are dequantized), which is what shrinks the files. ``If`` subgraphs (the merged decoder's two branches) are
 rewritten too.
+
+The vocabulary shortlist's output layer (the tied table's rows at a batch's candidate ids, gathered by the
+first step and fed back by later ones, mtedge/engines/shortlist.py) stays int8 in the 8-bit GEMM graph: the
+rows gathered as stored, and a ``MatMulIntegerToFloat`` against them with their row scales as column scales,
+the full ``lm_head``'s arithmetic on fewer columns (a quarter of the float rows' bytes per step).
 
 4-bit weights (``weight_bits=4``, the ``int4`` precision, ``gemv`` kernel only) are ``MatMulNBits``' own
 format: blocks of 32, 64 or 128 values along K (``INT4_BLOCKS``), one scale per block, two values a byte (low
