@@ -374,6 +374,16 @@ def test_markdown_shows_every_config_with_ratios_vs_torch():
     assert "load average at start 3.0" in md
 
 
+def test_a_throughput_bar_shows_the_tables_ratio():
+    """The bar's "x torch" is the report table's median of per-round ratios, not the ratio of two medians."""
+    from mtedge.bench.plots import throughput_label
+
+    row = {"throughput_tok_s": 721.2, "vs_reference": {"throughput": 4.5613}}
+    assert throughput_label(row, 153.5) == "721  (4.56x torch)"              # 721.2 / 153.5 would say 4.70x
+    assert throughput_label({"throughput_tok_s": 300.0}, 150.0) == "300  (2.00x torch)"   # a single-round row
+    assert throughput_label({"throughput_tok_s": 300.0}, None) == "300"
+
+
 def test_plots_are_written_and_the_scatter_needs_bleu_deltas(tmp_path):
     from mtedge.bench.plots import write_plots
 

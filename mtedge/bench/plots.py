@@ -46,12 +46,14 @@ def _log_if_spread(ax, values: list[float], axis: str = "x") -> bool:
 
 
 def _hbar(ax, names, values, groups, label_fmt, *, height=0.7, offset=0.0, color=None, label=None):
+    """``label_fmt``: a function of the value, or the bars' labels in order."""
     ys = [i + offset for i in range(len(names))]
     bars = ax.barh(ys, [v or 0 for v in values], height=height, label=label,
                    color=color or [COLORS.get(g, "#777777") for g in groups])
-    for y, v in zip(ys, values):
+    for index, (y, v) in enumerate(zip(ys, values)):
         if v:
-            ax.annotate(label_fmt(v), (v, y), xytext=(3, 0), textcoords="offset points", va="center", fontsize=8)
+            text = label_fmt[index] if isinstance(label_fmt, list) else label_fmt(v)
+            ax.annotate(text, (v, y), xytext=(3, 0), textcoords="offset points", va="center", fontsize=8)
     return bars
 
 
@@ -73,6 +75,16 @@ def _finish_bars(ax, names, values, invert: bool = True):
         ax.set_xlim(0, top * 1.3)
 
 
+def throughput_label(row: dict, ref_tok_s: float | None) -> str:
+    """A bar's tok/s and its ratio to PyTorch: the report table's ratio (the median of the per-round ratios,
+    mtedge/bench/report.py) where the row has one, which the ratio of the two median tok/s can miss by a few
+    percent."""
+    ratio = (row.get("vs_reference") or {}).get("throughput")
+    if ratio is None and ref_tok_s:
+        ratio = row["throughput_tok_s"] / ref_tok_s
+    return f"{row['throughput_tok_s']:,.0f}" + (f"  ({ratio:.2f}x torch)" if ratio else "")
+
+
 def plot_throughput(report: dict, rows: list[dict], path: Path, plt) -> str | None:
     rows = [r for r in rows if r.get("throughput_tok_s")]
     if not rows:
@@ -84,10 +96,7 @@ def plot_throughput(report: dict, rows: list[dict], path: Path, plt) -> str | No
     fig, ax = plt.subplots(figsize=(9, 1.6 + BAR_HEIGHT_IN * len(rows)))
     log = _log_if_spread(ax, values)
 
-    def label(v):
-        return f"{v:,.0f}" + (f"  ({v / ref:.2f}x torch)" if ref else "")
-
-    _hbar(ax, names, values, groups, label)
+    _hbar(ax, names, values, groups, [throughput_label(r, ref) for r in rows])
     _finish_bars(ax, names, values)
     ax.set_xlabel(f"target tokens/s (batch {s['batch_size']}, beam {s['beam_size']}; higher is better"
                   + ("; log scale" if log else "") + ")")
