@@ -470,31 +470,28 @@ def _carries_shortlist_rows(name: str) -> bool:
     return name == HEAD_INPUT or name.endswith(HEAD_OUTPUT)
 
 
+def _subgraphs(graph, onnx):
+    """Every graph nested in ``graph``'s nodes (``If`` branches and their own), depth first."""
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.type == onnx.AttributeProto.GRAPH:
+                yield attribute.g
+                yield from _subgraphs(attribute.g, onnx)
+
+
 def _shortlist_table(graph, onnx) -> str | None:
     """The table that a ``Gather`` by the shortlist's ids reads, in ``graph`` or any subgraph."""
-    for node in graph.node:
-        if node.op_type == "Gather" and list(node.input[1:2]) == [ROWS_INPUT]:
-            return node.input[0]
-        for attribute in node.attribute:
-            found = _shortlist_table(attribute.g, onnx) if attribute.type == onnx.AttributeProto.GRAPH else None
-            if found:
-                return found
-    return None
+    return next((node.input[0] for g in (graph, *_subgraphs(graph, onnx)) for node in g.node
+                 if node.op_type == "Gather" and list(node.input[1:2]) == [ROWS_INPUT]), None)
 
 
 def _retype_shortlist_rows(model, onnx) -> None:
     """The shortlist's rows are int8 now: its input (and the input's empty default), its output and every
     branch output that carries them."""
-    def retype(graph) -> None:
+    for graph in (model.graph, *_subgraphs(model.graph, onnx)):
         for value in [*graph.input, *graph.output, *graph.value_info]:
             if _carries_shortlist_rows(value.name):
                 value.type.tensor_type.elem_type = onnx.TensorProto.INT8
-        for node in graph.node:
-            for attribute in node.attribute:
-                if attribute.type == onnx.AttributeProto.GRAPH:
-                    retype(attribute.g)
-
-    retype(model.graph)
     for index, init in enumerate(model.graph.initializer):
         if init.name == HEAD_INPUT:
             empty = np.zeros(tuple(init.dims), np.int8)
@@ -502,13 +499,7 @@ def _retype_shortlist_rows(model, onnx) -> None:
 
 
 def _names_used_by_subgraphs(graph, onnx) -> set[str]:
-    used = set()
-    for node in graph.node:
-        for attribute in node.attribute:
-            if attribute.type == onnx.AttributeProto.GRAPH:
-                used |= {name for sub in attribute.g.node for name in sub.input}
-                used |= _names_used_by_subgraphs(attribute.g, onnx)
-    return used
+    return {name for sub in _subgraphs(graph, onnx) for node in sub.node for name in node.input}
 
 
 def _drop_unused_initializers(graph, onnx, used: set[str] | None = None) -> None:
