@@ -14,15 +14,20 @@ pytest_plugins = [
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests marked ``gpu`` run where CTranslate2 or ONNX Runtime sees a CUDA device, and are skipped
-    (with the reason shown) elsewhere."""
+    """Tests marked ``gpu("ct2", ...)`` run where each engine named sees a CUDA device (``gpu`` alone: any
+    engine), and are skipped, with the reason shown, elsewhere: a machine can have CTranslate2's CUDA
+    libraries and lack onnxruntime's."""
     import pytest
 
-    gpu_tests = [item for item in items if "gpu" in item.keywords]
+    gpu_tests = [item for item in items if item.get_closest_marker("gpu")]
     if not gpu_tests:
         return
     from mtedge.engines import cuda_available
 
-    if not any(cuda_available(engine) for engine in ("ct2", "onnx", "torch")):
-        for item in gpu_tests:
-            item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU; none is visible here"))
+    seen = {engine: cuda_available(engine) for engine in ("ct2", "onnx", "torch")}
+    for item in gpu_tests:
+        named = item.get_closest_marker("gpu").args
+        blind = [engine for engine in named or seen if not seen[engine]]
+        if blind if named else len(blind) == len(seen):
+            item.add_marker(pytest.mark.skip(reason=f"needs a CUDA GPU that {', '.join(blind)} can use; "
+                                                    f"none is visible to it here"))

@@ -118,3 +118,14 @@ def test_friendly_thread_names_reach_ctranslate2(tiny_unvalidated_bundles):
     engine = load_engine(bundle, "ct2", "int8", "cpu", threads=1, workers=2)
     assert engine.translator.num_translators == 2  # workers -> inter_threads
     assert engine.translator.compute_type in {"int8", "int8_float32"}
+
+
+def test_a_missing_cuda_library_is_one_line_naming_it():
+    """CTranslate2's own message where its CUDA 12 build meets a machine without CUDA 12's cuBLAS (the GPU path
+    itself runs in the tests marked gpu)."""
+    from mtedge.engines.ct2_engine import missing_cuda_library
+
+    hint = missing_cuda_library("Library libcublas.so.12 is not found or cannot be loaded")
+    assert hint.startswith("CTranslate2 4.") and "could not load libcublas.so.12" in hint and "\n" not in hint
+    assert "nvidia-cublas-cu12" in hint and "device 'cpu'" in hint
+    assert missing_cuda_library("CUDA failed with error out of memory") is None

@@ -217,7 +217,7 @@ def test_onnx_fp16_needs_a_gpu(tiny_marian, tmp_path, capsys):
     assert code == 2 and "onnx fp16 is exported on a CUDA GPU and none was found" in err
 
 
-@pytest.mark.gpu
+@pytest.mark.gpu("torch", "onnx")
 def test_onnx_fp16_exports_on_a_gpu(tiny_marian, tmp_path, capsys):
     code, _, err = run_cli(capsys, "export", tiny_marian, "-o", tmp_path / "out", "--engines", "onnx",
                            "--onnx-precisions", "fp16")

@@ -251,6 +251,40 @@ def test_runtime_modules_import_no_torch_or_transformers():
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_graph_declares_the_lowest_ir_version_its_opsets_need(tiny_unvalidated_bundles, family):
+    """onnxruntime-gpu 1.31.1 reads up to IR 13 and refused decoders stamped 14 (mtedge/engines/onnx_ir.py).
+    Ours declare the lowest their opsets need; the torch exporter's and optimum's (T5's decoder: 9) stay at most
+    10, what onnxruntime 1.17 and newer read."""
+    import onnx
+
+    from mtedge.engines.onnx_ir import portable_ir_version
+
+    graphs = sorted((Path(tiny_unvalidated_bundles(family)) / "onnx").glob("*/*.onnx"))
+    assert len(graphs) >= 4
+    for path in graphs:
+        model = onnx.load(str(path), load_external_data=False)
+        assert model.ir_version <= 10, path
+        if model.producer_name == "mtedge":
+            assert model.ir_version == portable_ir_version(model.opset_import), path
+    assert family == "t5" or any(onnx.load(str(path), load_external_data=False).producer_name == "mtedge"
+                                 for path in graphs)
+
+
+def test_a_graph_newer_than_onnxruntime_is_named_with_both_versions(parity_case, tmp_path):
+    import onnx
+
+    case = parity_case("marian")
+    newer = tmp_path / "onnx" / "fp32"
+    shutil.copytree(case.bundle / "onnx" / "fp32", newer)
+    model = onnx.load(str(newer / "decoder_model_merged.onnx"))
+    model.ir_version = 99
+    onnx.save(model, str(newer / "decoder_model_merged.onnx"))
+    with pytest.raises(BundleError, match=r"decoder_model_merged.onnx declares ONNX IR version 99, newer than "
+                                          r"onnxruntime [\d.]+ reads \(up to \d+\): re-export"):
+        OnnxEngine(newer, case.target, case.manifest["model_shape"])
+
+
 def test_broken_model_file_is_named(parity_case, tmp_path):
     case = parity_case("marian")
     broken = tmp_path / "onnx" / "fp32"
@@ -300,6 +334,22 @@ def test_io_binding_path_gives_the_same_results(parity_case, beam_size):
     assert [[h.ids for h in hyps] for hyps in bound] == [[h.ids for h in hyps] for hyps in expected]
     np.testing.assert_allclose([h.score for hyps in bound for h in hyps],
                                [h.score for hyps in expected for h in hyps], rtol=0, atol=SCORE_TOLERANCE)
+
+
+@pytest.mark.gpu("onnx")
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("beam_size", [1, 4])
+def test_cuda_gives_the_cpus_translations(parity_case, family, beam_size):
+    """The CUDA provider for real (IO binding, caches on the GPU, TF32 off) against the CPU on the same fp32
+    graph: the same ids, scores to the rounding of different kernels."""
+    case = parity_case(family)
+    options = DecodeOptions(beam_size=beam_size, max_length=30, num_hypotheses=1, return_scores=True)
+    gpu = OnnxEngine(case.bundle / "onnx" / "fp32", case.target, case.manifest["model_shape"], device="cuda")
+    assert gpu.decoder.get_providers()[0] == "CUDAExecutionProvider" and gpu.io_runner is not None
+    got, expected = gpu.translate_ids(case.batch, options), case.engine().translate_ids(case.batch, options)
+    assert [hyps[0].ids for hyps in got] == [hyps[0].ids for hyps in expected]
+    np.testing.assert_allclose([hyps[0].score for hyps in got], [hyps[0].score for hyps in expected],
+                               rtol=0, atol=1e-3)
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -150,7 +150,7 @@ def test_cuda_without_gpu_is_one_line(marian, capsys):
     assert code == 2 and err.startswith("error: device 'cuda' was asked for") and err.count("\n") == 1
 
 
-@pytest.mark.gpu
+@pytest.mark.gpu("ct2")
 def test_translate_on_cuda(marian, capsys, monkeypatch):
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"the cat\n\nthe dog\n")))
     code, out, err = run_cli(capsys, "translate", marian, "--device", "cuda", "--no-progress")

@@ -314,7 +314,7 @@ def test_cuda_without_a_gpu_is_a_user_error_and_auto_falls_back(tiny_unvalidated
         resolve_device("ct2", "auto", "float16")  # CPU-exported bundles have no float16 to try
 
 
-@pytest.mark.gpu
+@pytest.mark.gpu("ct2")
 def test_auto_picks_cuda_where_a_gpu_is(tiny_unvalidated_bundles):
     bundle = tiny_unvalidated_bundles("marian")
     gpu = Translator(bundle, engine="ct2", precision="float32", device="auto")

@@ -50,9 +50,14 @@ _CPU = [
     BenchConfig("ct2-raw-int8", "ct2raw", "ct2", "int8", group="peer"),
 ]
 _GPU = [
+    BenchConfig("onnx-fp32-cuda", "mtedge", "onnx", "fp32", device="cuda"),
     BenchConfig("onnx-fp16", "mtedge", "onnx", "fp16", device="cuda"),
+    BenchConfig("ct2-float32-cuda", "mtedge", "ct2", "float32", device="cuda"),
     BenchConfig("ct2-float16", "mtedge", "ct2", "float16", device="cuda"),
     BenchConfig("ct2-int8_float16", "mtedge", "ct2", "int8_float16", device="cuda"),
+    # the peers a GPU user would pick instead: generate on the GPU, and CTranslate2 called directly
+    BenchConfig("hf-torch-fp32-cuda", "hf", "torch", "fp32", device="cuda", group="peer"),
+    BenchConfig("ct2-raw-float16", "ct2raw", "ct2", "float16", device="cuda", group="peer"),
 ]
 ALL_CONFIGS = {c.name: c for c in _CPU + _GPU}
 

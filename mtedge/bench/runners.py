@@ -80,7 +80,8 @@ class _HFGenerateRunner(Runner):
     def translate(self, texts, beam_size, max_length, forced, length_penalty):
         import torch
 
-        enc = self.tokenizer(texts, return_tensors="pt", padding=True, truncation=True)
+        # on the model's device: a CUDA config's model lives on the GPU
+        enc = self.tokenizer(texts, return_tensors="pt", padding=True, truncation=True).to(self.model.device)
         kwargs = dict(num_beams=beam_size, max_new_tokens=max_length, length_penalty=length_penalty,
                       do_sample=False, num_return_sequences=1)
         if forced:

@@ -41,6 +41,7 @@ from mtedge.engines.in_place_cache import (BEAM_WIDTH_INPUT, IN_PLACE, IN_PLACE_
                                            PAST_LENGTH_INPUT)
 from mtedge.engines.in_place_cache import METADATA as CACHE_METADATA
 from mtedge.engines.onnx_engine import CROSS_METADATA, CROSS_PER_SOURCE
+from mtedge.engines.onnx_ir import portable_ir_version
 from mtedge.engines.search_head import IDS_OUTPUT, LOG_PROBS_OUTPUT, MODE_METADATA, MODES
 from mtedge.engines.shortlist import HEAD_INPUT, HEAD_OUTPUT, MASK_INPUT, MODE_INPUT, ROWS_INPUT
 
@@ -481,8 +482,9 @@ def build_decoder(model_dir: Path, out_path: Path, renormalize: bool = False) ->
     step = helper.make_node("If", ["use_cache_branch"], step_outputs, then_branch=later, else_branch=first)
     nodes = [step, *builder.head(renormalize, vocab, head_names)]
     graph = helper.make_graph(nodes, "lean_decoder", inputs, outputs, builder.initializers + head_defaults)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(CONTRIB, 1)],
-                              producer_name="mtedge")
+    opsets = [helper.make_opsetid("", OPSET), helper.make_opsetid(CONTRIB, 1)]
+    model = helper.make_model(graph, opset_imports=opsets, producer_name="mtedge",
+                              ir_version=portable_ir_version(opsets))
     helper.set_model_props(model, {CROSS_METADATA: CROSS_PER_SOURCE, CACHE_METADATA: IN_PLACE,
                                    MODE_METADATA: MODES[bool(renormalize)]})
     # one protobuf holds at most 2 GB; beyond that the weights go to a side file, as optimum does

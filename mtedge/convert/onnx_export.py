@@ -32,8 +32,9 @@ DECODERS = ("auto", "optimum")
 # 4: the search head's two-stage top-k over a large vocabulary; 5: the lean decoder's in-place self-attention
 # cache; 6: the weights in a side file, :func:`store_weights_apart`; 7: the lean decoder's output layer outside
 # the step's If, with the vocabulary shortlist's second one beside it; 8: that shortlist layer int8 in the int8
-# GEMM graph); a benchmark re-exports a cached bundle of another.
-GRAPH_REVISION = 8
+# GEMM graph; 9: the lean decoder declares the lowest IR version its opsets need, mtedge/engines/onnx_ir.py);
+# a benchmark re-exports a cached bundle of another.
+GRAPH_REVISION = 9
 # Each graph's weights go to ``<graph>_data`` next to it (optimum's name for the side file; onnxruntime and
 # optimum read it from there): onnxruntime 1.32 holds an inline graph's weights about twice once loaded
 # (mtedge/DESIGN.md §4.17).

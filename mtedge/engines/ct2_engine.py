@@ -28,9 +28,11 @@ Known differences from HF ``generate`` that no CT2 option removes:
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from mtedge.engines.base import Engine
+from mtedge.errors import UserError
 from mtedge.types import DecodeOptions, Hypothesis, TargetSpec
 
 # What `mtedge info` tells users of a bundle whose beam search does not stop early (see above).
@@ -86,6 +88,8 @@ class CT2Engine(Engine):
                 str(model_dir), device=device, device_index=device_index, compute_type=precision,
                 intra_threads=threads or 0, inter_threads=max(1, int(workers)))
         except RuntimeError as exc:
+            if device != "cpu" and missing_cuda_library(str(exc)):
+                raise UserError(missing_cuda_library(str(exc))) from None
             if device != "cpu" and "cuda" in str(exc).lower():
                 raise
             # the JSON files parsed above, so what CTranslate2 could not read is the weights file
@@ -127,7 +131,19 @@ class CT2Engine(Engine):
             # nothing left to generate but the forced </s> (HF: log-prob 0); CT2 refuses length 0
             return [[Hypothesis([], 0.0 if options.return_scores else None)
                      for _ in range(options.num_hypotheses)] for _ in batch]
-        results = self.translator.translate_batch(
+        try:
+            results = self._translate_batch(batch, options, steps)
+        except RuntimeError as exc:
+            hint = missing_cuda_library(str(exc))
+            if hint:
+                raise UserError(hint) from None
+            raise
+        return [[self._hypothesis(tokens, score if options.return_scores else None, options)
+                 for tokens, score in zip(result.hypotheses, result.scores or [None] * len(result.hypotheses))]
+                for result in results]
+
+    def _translate_batch(self, batch: list[list[int]], options: DecodeOptions, steps: int):
+        return self.translator.translate_batch(
             [[self.pieces[i] for i in ids] for ids in batch],
             beam_size=options.beam_size,
             num_hypotheses=options.num_hypotheses,
@@ -145,9 +161,6 @@ class CT2Engine(Engine):
             sampling_topk=1,
             use_vmap=self.shortlist,
         )
-        return [[self._hypothesis(tokens, score if options.return_scores else None, options)
-                 for tokens, score in zip(result.hypotheses, result.scores or [None] * len(result.hypotheses))]
-                for result in results]
 
     def _hypothesis(self, tokens: list[str], score: float | None, options: DecodeOptions) -> Hypothesis:
         ended = bool(tokens) and tokens[-1] == self.eos_piece
@@ -164,3 +177,19 @@ class CT2Engine(Engine):
         translator, self.translator = getattr(self, "translator", None), None
         if translator is not None:
             del translator
+
+
+_NOT_LOADED = re.compile(r"Library (\S+) is not found or cannot be loaded")
+
+
+def missing_cuda_library(message: str) -> str | None:
+    """The one-line error for CTranslate2's "Library libcublas.so.12 is not found or cannot be loaded": it loads
+    cuBLAS at its first GPU call, by the name of the CUDA its wheel was built for (4.x: CUDA 12), so a machine
+    with CUDA 13 alone fails there (CTranslate2 issue #1933); None for any other message."""
+    found = _NOT_LOADED.search(message)
+    if not found:
+        return None
+    import ctranslate2
+
+    return (f"CTranslate2 {ctranslate2.__version__} could not load {found.group(1)}, the CUDA library its GPU build "
+            f"needs: install it (CUDA 12's cuBLAS: pip install nvidia-cublas-cu12), or use device 'cpu'")

@@ -42,6 +42,7 @@ from mtedge.bundle import Bundle, GenerationSettings, corrupt_file
 from mtedge.decoding import TokenRules, decode
 from mtedge.engines import in_place_cache
 from mtedge.engines.base import Engine
+from mtedge.engines.onnx_ir import ir_too_new
 from mtedge.engines.in_place_cache import InPlaceCache
 from mtedge.engines.rowwise_int8 import check_graph
 from mtedge.engines.row_gather import RowGather
@@ -100,7 +101,9 @@ def providers_for(device: str) -> list:
             raise UserError("device='cuda' needs onnxruntime with the CUDA execution provider "
                             "(pip install onnxruntime-gpu); this onnxruntime has only "
                             f"{', '.join(ort.get_available_providers())}")
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        # TF32 off: fp32 means fp32, as in PyTorch's default matmuls (the parity the export proves); fp16 is the
+        # fast GPU precision
+        return [("CUDAExecutionProvider", {"use_tf32": 0}), "CPUExecutionProvider"]
     raise UserError(f"unknown device {device!r}; choose 'cpu' or 'cuda'")
 
 
@@ -109,9 +112,22 @@ def load_session(path: Path, options, providers):
     if not path.is_file():
         raise BundleError(f"missing ONNX model file {path}")
     try:
-        return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
     except Exception as exc:  # ORT raises its own Fail/InvalidProtobuf/... types
+        too_new = ir_too_new(str(exc))
+        if too_new:
+            raise BundleError(f"{path} declares ONNX IR version {too_new[0]}, newer than onnxruntime {ort.__version__} "
+                              f"reads (up to {too_new[1]}): re-export the bundle with this mtedge, which writes the "
+                              f"lowest IR version a graph needs, or upgrade onnxruntime") from None
         raise corrupt_file(path, path.parent.parent.parent, f"ONNX Runtime: {exc}") from None
+    # Where the CUDA provider's libraries (cuBLAS, cuDNN, the CUDA runtime) do not load, onnxruntime only logs
+    # a warning and runs the session on the CPU: asked for CUDA, that is an error, not a slow surprise.
+    wanted = providers[0][0] if isinstance(providers[0], tuple) else providers[0]
+    if session.get_providers()[0] != wanted:
+        raise UserError(f"onnxruntime could not start {wanted} for {path.name} (its log above says which "
+                        f"library failed to load) and would run on {session.get_providers()[0]}; install the CUDA "
+                        f"libraries onnxruntime-gpu {ort.__version__} was built for, or use device 'cpu'")
+    return session
 
 
 class DecoderGraph:

@@ -26,13 +26,16 @@ def build_graph() -> bytes:
     """``gathered = values[rows]`` (axis 0) for float32 ``values`` of any rank-4 shape; needs ``onnx``."""
     from onnx import TensorProto, helper
 
+    from mtedge.engines.onnx_ir import portable_ir_version
+
     graph = helper.make_graph(
         [helper.make_node("Gather", [VALUES, ROWS], [GATHERED], axis=0)], "gather_rows",
         [helper.make_tensor_value_info(VALUES, TensorProto.FLOAT, ["rows_in", "heads", "length", "head_dim"]),
          helper.make_tensor_value_info(ROWS, TensorProto.INT64, ["rows_out"])],
         [helper.make_tensor_value_info(GATHERED, TensorProto.FLOAT, ["rows_out", "heads", "length", "head_dim"])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="mtedge")
-    model.ir_version = 7   # what onnxruntime 1.32 and older runtimes read
+    opsets = [helper.make_opsetid("", 13)]
+    model = helper.make_model(graph, opset_imports=opsets, producer_name="mtedge",
+                              ir_version=portable_ir_version(opsets))
     return model.SerializeToString()
 
 
