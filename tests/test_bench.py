@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -193,13 +194,27 @@ def test_interleaved_rounds_give_medians_per_round_ratios_and_what_ran(bench_bun
         assert "warning" not in row, row.get("warning")                # same outputs in every round
         for round_index in (1, 2, 3):                                 # a fresh worker each round
             assert list((work / "runs").glob(f"*/logs/{name}.round{round_index}.stderr")), name
-    wrapper = next(t for t in report["targets"] if t["target"].startswith("mtedge ct2-int8 throughput within"))
+    onnx_vs_raw = next(t for t in report["targets"] if t["target"].startswith("onnx-int8 throughput >= 0.9x raw"))
     ratios = [a["throughput_tok_s"] / b["throughput_tok_s"]
-              for a, b in zip(rows["ct2-int8"]["rounds"], rows["ct2-raw-int8"]["rounds"])]
+              for a, b in zip(rows["onnx-int8"]["rounds"], rows["ct2-raw-int8"]["rounds"])]
     # 3 rounds: the interval is their min-max, 75% sure to hold the median
-    assert wrapper["rounds"] == 3 and wrapper["spread"] == pytest.approx([min(ratios), max(ratios)])
-    assert wrapper["value"] == pytest.approx(sorted(ratios)[1]) and wrapper["coverage"] == 0.75
-    assert wrapper["status"] in ("PASS", "MISS", "UNSETTLED")
+    assert onnx_vs_raw["rounds"] == 3 and onnx_vs_raw["spread"] == pytest.approx([min(ratios), max(ratios)])
+    assert onnx_vs_raw["value"] == pytest.approx(sorted(ratios)[1]) and onnx_vs_raw["coverage"] == 0.75
+    assert onnx_vs_raw["status"] in ("PASS", "MISS", "UNSETTLED")
+    # our CT2 engine against raw CTranslate2: one process a round, passes alternated (mtedge/bench/paired.py)
+    paired = report["paired"]["ct2-int8 / ct2-raw-int8"]
+    assert len(paired["round_ratios"]) == 3 and not paired["errors"]
+    for turns, ratio in zip(paired["turn_ratios"], paired["round_ratios"]):
+        assert len(turns) == 6 and all(v > 0 for v in turns) and ratio == pytest.approx(statistics.median(turns))
+    # the wrapper and the library translate alike, sentence for sentence, in every round
+    sentences = len(outputs_of({"out": out}, "ct2-int8"))
+    assert paired["identical_outputs"] == ", ".join([f"{sentences}/{sentences}"] * 3)
+    for target in ("within 5% of raw", ">= 0.97x raw"):
+        wrapper = next(t for t in report["targets"] if target in t["target"])
+        assert wrapper["rounds"] == 3 and wrapper["value"] == pytest.approx(sorted(paired["round_ratios"])[1])
+        assert wrapper["note"].startswith("in one process, passes alternated")
+    for round_index in (1, 2, 3):
+        assert list((work / "runs").glob(f"*/logs/paired.ct2-int8.ct2-raw-int8.round{round_index}.stderr"))
     latency = next(t for t in report["targets"] if t["target"].startswith("onnx-int8 batch-1 greedy p50 latency "
                                                                            ">= 1.0x faster than raw"))
     assert latency["rounds"] == 2     # the throughput-only round has no latency to compare
@@ -217,6 +232,8 @@ def test_interleaved_rounds_give_medians_per_round_ratios_and_what_ran(bench_bun
     md = (out / "report.md").read_text(encoding="utf-8")
     assert "- **rounds**: 2 interleaved, then 1 more that time only the batch throughput" in md
     assert " (3 rounds, 75%) |" in md
+    assert "Paired in one process, `ct2-int8 / ct2-raw-int8` (throughput, passes alternated" in md
+    assert " (3 rounds, 75%, in one process) | >= 0.97 |" in md
 
 
 # ---------------------------------------------------------------- bad input

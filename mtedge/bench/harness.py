@@ -20,7 +20,8 @@ from mtedge.bench.configs import REFERENCE_CONFIG, BenchConfig, resolve_configs
 from mtedge.bench.machine import describe_machine
 from mtedge.bench.report import Report
 from mtedge.bench.rows import base_row, combine_rounds, record_outcome
-from mtedge.bench.supervisor import run_worker
+from mtedge.bench.paired import PAIRS, pair_label
+from mtedge.bench.supervisor import failure_message, run_worker
 from mtedge.bench.testset import TestSet
 from mtedge.bundle import SHORTLIST_FILE, Bundle
 from mtedge.engines import cuda_available
@@ -201,6 +202,22 @@ class _Run:
                               timeout_s=self.options.timeout_s)
 
 
+    def measure_pair(self, pair: tuple[BenchConfig, BenchConfig], round_index: int) -> dict:
+        """One round of ``pair`` in one process (mtedge.bench.paired): its result, or {"error": why}."""
+        members = []
+        for config in pair:
+            extra, _ = prepare_spec(config, self.bundle, Path(self.options.work_dir))
+            members.append({"config": config.to_dict(), "bundle": str(self.bundle.path), "threads": self.threads,
+                            **extra})
+        label = f"paired.{pair[0].name}.{pair[1].name}.round{round_index + 1}"
+        spec = {"label": label, "members": members, "threads": self.threads, "sources_path": str(self.sources_path),
+                "protocol": self.protocol.to_dict(), "result_path": str(self.run_dir / f"{label}.result.json")}
+        outcome = run_worker(spec, self.run_dir / "logs", self.options.timeout_s, module="mtedge.bench.paired")
+        if outcome.result is None:
+            return {"error": failure_message(outcome, None, self.options.timeout_s)}
+        return outcome.result
+
+
 def _unavailable_message(config: BenchConfig, exc: Exception) -> str:
     if not isinstance(exc, BundleError):
         return f"unsupported here: {exc}"
@@ -239,6 +256,8 @@ def run_bench(bundle_path: Path, test_set: TestSet, options: BenchOptions, *, sy
     run = _Run(bundle, options, protocol, threads, run_dir, sources_path, test_set, counter, score_quality)
 
     rounds = _Rounds(configs, protocol, report, out_dir)
+    by_name = {config.name: config for config in configs}
+    pairs = [(by_name[a], by_name[b]) for a, b in PAIRS if a in by_name and b in by_name]
     total_rounds = protocol.rounds + protocol.throughput_rounds
     bar = _progress(len(configs) * total_rounds, options.progress)
     try:
@@ -253,6 +272,12 @@ def run_bench(bundle_path: Path, test_set: TestSet, options: BenchOptions, *, sy
                 rounds.record(config, row, outputs)
                 bar.update(1)
                 report.save(out_dir)
+            for pair in pairs:
+                if rounds.measured(pair[0].name) and rounds.measured(pair[1].name):
+                    bar.set_postfix_str(f"{pair_label((pair[0].name, pair[1].name))} in one process")
+                    report.paired.setdefault(pair_label((pair[0].name, pair[1].name)), []).append(
+                        run.measure_pair(pair, round_index))
+                    report.save(out_dir)
     except KeyboardInterrupt:
         report.interrupted = True
         rounds.interrupted()
@@ -285,6 +310,10 @@ class _Rounds:
         # in the report before its first round (round 1 runs in config order): an interrupt marks it
         if len(self.report.rows) == self.index[config.name]:
             self.report.rows.append(base_row(config, self.protocol))
+
+    def measured(self, name: str) -> bool:
+        """Whether ``name``'s latest round left numbers (a pair is timed in one process only then)."""
+        return bool(self.rows[name]) and not self.rows[name][-1].get("error")
 
     def record(self, config: BenchConfig, row: dict, outputs: list[str] | None) -> None:
         self.current = None

@@ -23,6 +23,8 @@ class Report:
     score_quality: bool             # False: BLEU/chrF/agreement mean nothing (synthetic random weights)
     rows: list[dict] = field(default_factory=list)
     outputs: dict[str, list[str]] = field(default_factory=dict)   # config name -> its translations
+    # "a / b" -> each round's result of that pair measured in one process (mtedge.bench.paired)
+    paired: dict[str, list[dict]] = field(default_factory=dict)
     interrupted: bool = False
 
     def build(self) -> dict:
@@ -31,8 +33,10 @@ class Report:
         ref = next((r for r in rows if r["name"] == REFERENCE_CONFIG), None)
         for row in rows:
             row["vs_reference"] = reference_ratios(row, ref)
+        paired = {label: paired_summary(rounds) for label, rounds in self.paired.items()}
         report = {**self.header, "reference_config": REFERENCE_CONFIG, "interrupted": self.interrupted,
-                  "results": rows, "targets": evaluate_targets(rows, self.header.get("settings")), "plots": []}
+                  "results": rows, "paired": paired,
+                  "targets": evaluate_targets(rows, self.header.get("settings"), paired), "plots": []}
         if note and self.score_quality:
             report["reference_note"] = note
         return report
@@ -151,6 +155,7 @@ def targets_table(targets: list[dict]) -> str:
         value = f"{t['value']:.3g}" if t["value"] is not None else f"n/a ({t['note']})"
         spread = t.get("spread")
         coverage = f", {t['coverage']:.0%}" if t.get("coverage") is not None else ""  # absent from older reports
+        coverage += ", in one process" if t.get("paired") else ""
         spread_text = (f"{spread[0]:.3g} – {spread[1]:.3g} ({t['rounds']} rounds{coverage})"
                        if spread and t["rounds"] > 1 else "")
         lines.append(f"| {t['target']} | {value} | {spread_text} | {t['bound']} | {t['status']} | "
@@ -204,6 +209,11 @@ def render_markdown(report: dict) -> str:
     if sigs:
         out += ["sacrebleu signatures: " + "; ".join(f"`{sig}`" for sig in sigs), ""]
     out += ["## Targets (ratios measured in this run)", "", targets_table(report["targets"]), ""]
+    for label, pair in (report.get("paired") or {}).items():
+        out += [f"Paired in one process, `{label}` (throughput, passes alternated; mtedge/bench/paired.py): "
+                + (", ".join(f"round {i + 1} {r:.3f}" for i, r in enumerate(pair["round_ratios"])) or "no round")
+                + f"; outputs identical in {pair['identical_outputs']}"
+                + "".join(f"; {error}" for error in pair["errors"]), ""]
     if report.get("plots"):
         out += ["## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in report["plots"]] + [""]
     if report.get("plots_note"):
@@ -253,3 +263,12 @@ def write_json(report: dict, out_dir: Path) -> Path:
     tmp.write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
     os.replace(tmp, path)   # a reader never sees half a report
     return path
+
+
+def paired_summary(rounds: list[dict]) -> dict:
+    """A pair's rounds (mtedge.bench.paired results, or {"error": ...}): each round's median ratio, and how
+    many of its sentences both sides translated alike."""
+    done = [r for r in rounds if "ratio" in r]
+    return {"round_ratios": [r["ratio"] for r in done], "turn_ratios": [r["ratios"] for r in done],
+            "identical_outputs": ", ".join(f"{r['identical_outputs']}/{r['n_sentences']}" for r in done) or "n/a",
+            "errors": [f"round {i + 1}: {r['error']}" for i, r in enumerate(rounds) if "error" in r]}

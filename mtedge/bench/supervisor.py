@@ -30,19 +30,21 @@ class WorkerOutcome:
     timed_out: bool = False
 
 
-def run_worker(spec: dict, log_dir: Path, timeout_s: float | None = None) -> WorkerOutcome:
+def run_worker(spec: dict, log_dir: Path, timeout_s: float | None = None,
+               module: str = "mtedge.bench.worker") -> WorkerOutcome:
     """Runs one worker to completion through ``mtedge.bench.launcher``; its peak RSS is the kernel's
     accounting of the exited worker (``wait4`` ``ru_maxrss``, KiB on Linux), taken by the launcher —
-    a direct child of this process would carry this process's own peak (see launcher.py)."""
+    a direct child of this process would carry this process's own peak (see launcher.py). ``module``: the
+    worker's entry point (``mtedge.bench.paired`` for a pair measured in one process)."""
     log_dir.mkdir(parents=True, exist_ok=True)
-    name = spec.get("label", spec["config"]["name"])   # the config, and its round where there are several
+    name = spec.get("label") or spec["config"]["name"]   # the config, and its round where there are several
     result_path = Path(spec["result_path"])
     usage_path = result_path.with_name(f"{name}.usage.json")
     for path in (result_path, usage_path):
         path.unlink(missing_ok=True)
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     argv = [sys.executable, "-S", str(LAUNCHER), str(usage_path), str(timeout_s or 0),
-            sys.executable, "-m", "mtedge.bench.worker", json.dumps(spec)]
+            sys.executable, "-m", module, json.dumps(spec)]
     start = time.perf_counter()
     with open(log_dir / f"{name}.stdout", "wb") as out, open(log_dir / f"{name}.stderr", "wb") as err:
         # a session of its own: a terminal's Ctrl-C reaches this process only, which then stops the
