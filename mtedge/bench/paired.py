@@ -22,7 +22,7 @@ import sys
 import time
 
 from mtedge.bench import metrics
-from mtedge.bench.worker import _pin_threads
+from mtedge.bench.worker import pin_threads
 
 # (numerator, denominator): a wrapper and the library it wraps, on the same model files
 PAIRS = (("ct2-int8", "ct2-raw-int8"),)
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m mtedge.bench.paired '<json spec>'", file=sys.stderr)
         return 2
     spec = json.loads(argv[0])
-    _pin_threads(int(spec["threads"]))
+    pin_threads(int(spec["threads"]))
     result = measure(spec)
     tmp = spec["result_path"] + ".tmp"
     with open(tmp, "w", encoding="utf-8") as fh:

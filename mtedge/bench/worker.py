@@ -35,7 +35,7 @@ def _limit_memory(max_memory_mb: int | None) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
-def _pin_threads(threads: int) -> None:
+def pin_threads(threads: int) -> None:
     # Before any numeric library loads: OpenMP/MKL pools size themselves from these.
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(threads)
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m mtedge.bench.worker '<json spec>'", file=sys.stderr)
         return 2
     spec = json.loads(argv[0])
-    _pin_threads(int(spec["threads"]))
+    pin_threads(int(spec["threads"]))
     _limit_memory(spec.get("max_memory_mb"))
     result = measure(spec)
     result["own_peak_rss_mb"] = own_peak_rss_mb()
