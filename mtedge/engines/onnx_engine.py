@@ -42,8 +42,8 @@ from mtedge.bundle import Bundle, GenerationSettings, corrupt_file
 from mtedge.decoding import TokenRules, decode
 from mtedge.engines import in_place_cache
 from mtedge.engines.base import Engine
-from mtedge.engines.onnx_ir import ir_too_new
 from mtedge.engines.in_place_cache import InPlaceCache
+from mtedge.engines.onnx_ir import ir_too_new
 from mtedge.engines.rowwise_int8 import check_graph
 from mtedge.engines.row_gather import RowGather
 from mtedge.engines.search_head import BIAS_INPUT, IDS_OUTPUT, K_INPUT, LOG_PROBS_OUTPUT, MODES, head_mode
