@@ -22,7 +22,7 @@ import sys
 import time
 
 from mtedge.bench import metrics
-from mtedge.bench.worker import pin_threads
+from mtedge.bench.worker import run_job
 
 # (numerator, denominator): a wrapper and the library it wraps, on the same model files
 PAIRS = (("ct2-int8", "ct2-raw-int8"),)
@@ -69,18 +69,7 @@ def measure(spec: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        print("usage: python -m mtedge.bench.paired '<json spec>'", file=sys.stderr)
-        return 2
-    spec = json.loads(argv[0])
-    pin_threads(int(spec["threads"]))
-    result = measure(spec)
-    tmp = spec["result_path"] + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(result, fh)
-    os.replace(tmp, spec["result_path"])
-    return 0
+    return run_job(argv, "mtedge.bench.paired", measure)
 
 
 if __name__ == "__main__":

@@ -117,21 +117,27 @@ def own_peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def main(argv: list[str] | None = None) -> int:
+def run_job(argv: list[str] | None, entry: str, measure_spec) -> int:
+    """What every worker entry point does: one JSON spec in, ``measure_spec(spec)`` under the spec's thread
+    count and memory cap, its result written to ``result_path`` whole or not at all."""
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print("usage: python -m mtedge.bench.worker '<json spec>'", file=sys.stderr)
+        print(f"usage: python -m {entry} '<json spec>'", file=sys.stderr)
         return 2
     spec = json.loads(argv[0])
     pin_threads(int(spec["threads"]))
     _limit_memory(spec.get("max_memory_mb"))
-    result = measure(spec)
+    result = measure_spec(spec)
     result["own_peak_rss_mb"] = own_peak_rss_mb()
     tmp = spec["result_path"] + ".tmp"
     with open(tmp, "w", encoding="utf-8") as fh:
         json.dump(result, fh)
     os.replace(tmp, spec["result_path"])
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_job(argv, "mtedge.bench.worker", measure)
 
 
 if __name__ == "__main__":
