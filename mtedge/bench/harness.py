@@ -176,6 +176,11 @@ class _Run:
     counter: metrics.TokenCounter | None
     score_quality: bool
 
+    def _job(self, label: str) -> dict:
+        """What every worker job's spec holds: its name, the sentences, the protocol, where its result goes."""
+        return {"label": label, "threads": self.threads, "sources_path": str(self.sources_path),
+                "protocol": self.protocol.to_dict(), "result_path": str(self.run_dir / f"{label}.result.json")}
+
     def measure(self, config: BenchConfig, row: dict, round_index: int = 0,
                 throughput_only: bool = False) -> list[str] | None:
         """Fills ``row`` with one round of ``config`` (only its batch throughput with ``throughput_only``);
@@ -190,17 +195,13 @@ class _Run:
         row["disk_mb"] = row["disk_bytes"] / 2**20
         row["model_dir"] = str(model_dir)
         limit = self.options.max_memory_mb.get(config.name, self.options.max_memory_mb.get("*"))
-        spec = {"config": config.to_dict(), "bundle": str(self.bundle.path), "threads": self.threads,
-                "sources_path": str(self.sources_path), "protocol": self.protocol.to_dict(),
-                "max_memory_mb": limit, "label": f"{config.name}.round{round_index + 1}",
-                "throughput_only": throughput_only,
-                "result_path": str(self.run_dir / f"{config.name}.round{round_index + 1}.result.json"),
-                **extra}
+        label = f"{config.name}.round{round_index + 1}"
+        spec = {**self._job(label), "config": config.to_dict(), "bundle": str(self.bundle.path),
+                "max_memory_mb": limit, "throughput_only": throughput_only, **extra}
         outcome = run_worker(spec, self.run_dir / "logs", self.options.timeout_s)
         return record_outcome(row, outcome, test_set=self.test_set, counter=self.counter,
                               protocol=self.protocol, score_quality=self.score_quality, limit_mb=limit,
                               timeout_s=self.options.timeout_s)
-
 
     def measure_pair(self, pair: tuple[BenchConfig, BenchConfig], round_index: int) -> dict:
         """One round of ``pair`` in one process (mtedge.bench.paired): its result, or {"error": why}."""
@@ -209,9 +210,7 @@ class _Run:
             extra, _ = prepare_spec(config, self.bundle, Path(self.options.work_dir))
             members.append({"config": config.to_dict(), "bundle": str(self.bundle.path), "threads": self.threads,
                             **extra})
-        label = f"paired.{pair[0].name}.{pair[1].name}.round{round_index + 1}"
-        spec = {"label": label, "members": members, "threads": self.threads, "sources_path": str(self.sources_path),
-                "protocol": self.protocol.to_dict(), "result_path": str(self.run_dir / f"{label}.result.json")}
+        spec = {**self._job(f"paired.{pair[0].name}.{pair[1].name}.round{round_index + 1}"), "members": members}
         outcome = run_worker(spec, self.run_dir / "logs", self.options.timeout_s, module="mtedge.bench.paired")
         if outcome.result is None:
             return {"error": failure_message(outcome, None, self.options.timeout_s)}
@@ -274,9 +273,9 @@ def run_bench(bundle_path: Path, test_set: TestSet, options: BenchOptions, *, sy
                 report.save(out_dir)
             for pair in pairs:
                 if rounds.measured(pair[0].name) and rounds.measured(pair[1].name):
-                    bar.set_postfix_str(f"{pair_label((pair[0].name, pair[1].name))} in one process")
-                    report.paired.setdefault(pair_label((pair[0].name, pair[1].name)), []).append(
-                        run.measure_pair(pair, round_index))
+                    label = pair_label((pair[0].name, pair[1].name))
+                    bar.set_postfix_str(f"{label} in one process")
+                    report.paired.setdefault(label, []).append(run.measure_pair(pair, round_index))
                     report.save(out_dir)
     except KeyboardInterrupt:
         report.interrupted = True

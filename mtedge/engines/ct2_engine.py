@@ -88,8 +88,9 @@ class CT2Engine(Engine):
                 str(model_dir), device=device, device_index=device_index, compute_type=precision,
                 intra_threads=threads or 0, inter_threads=max(1, int(workers)))
         except RuntimeError as exc:
-            if device != "cpu" and missing_cuda_library(str(exc)):
-                raise UserError(missing_cuda_library(str(exc))) from None
+            hint = missing_cuda_library(str(exc)) if device != "cpu" else None
+            if hint:
+                raise UserError(hint) from None
             if device != "cpu" and "cuda" in str(exc).lower():
                 raise
             # the JSON files parsed above, so what CTranslate2 could not read is the weights file
