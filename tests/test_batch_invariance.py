@@ -13,7 +13,9 @@ from tests.factories import FAMILIES, dev_pairs, templated_pairs
 
 pytest.importorskip("onnxruntime")
 
-CONFIGS = [("onnx", "fp32"), ("onnx", "int8"), ("onnx", "int8_latency"), ("ct2", "float32"), ("ct2", "int8")]
+# not int8_latency and int4: MatMulNBits rounds a row's sums by the rows in the call (~1 ulp), so the export
+# records them as not batch-invariant and the server does not merge requests on them (tests/test_rowwise_int8.py)
+CONFIGS = [("onnx", "fp32"), ("onnx", "int8"), ("ct2", "float32"), ("ct2", "int8")]
 # held-out sentences of the fixtures' domain, plus shorter and longer neighbours (padding varies a lot)
 SENTENCES = [s for s, _ in dev_pairs(40)] + [s for s, _ in templated_pairs(200, seed=11)][:160]
 

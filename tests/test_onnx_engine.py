@@ -253,12 +253,12 @@ def test_runtime_modules_import_no_torch_or_transformers():
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_every_graph_declares_the_lowest_ir_version_its_opsets_need(tiny_unvalidated_bundles, family):
-    """onnxruntime-gpu 1.31.1 reads up to IR 13 and refused decoders stamped 14 (mtedge/engines/onnx_ir.py).
+    """onnxruntime-gpu 1.31.1 reads up to IR 13 and refused decoders stamped 14 (mtedge/engines/onnx_portability.py).
     Ours declare the lowest their opsets need; the torch exporter's and optimum's (T5's decoder: 9) stay at most
     10, what onnxruntime 1.17 and newer read."""
     import onnx
 
-    from mtedge.engines.onnx_ir import portable_ir_version
+    from mtedge.engines.onnx_portability import portable_ir_version
 
     graphs = sorted((Path(tiny_unvalidated_bundles(family)) / "onnx").glob("*/*.onnx"))
     assert len(graphs) >= 4
@@ -283,6 +283,26 @@ def test_a_graph_newer_than_onnxruntime_is_named_with_both_versions(parity_case,
     with pytest.raises(BundleError, match=r"decoder_model_merged.onnx declares ONNX IR version 99, newer than "
                                           r"onnxruntime [\d.]+ reads \(up to \d+\): re-export"):
         OnnxEngine(newer, case.target, case.manifest["model_shape"])
+
+
+def test_a_matmulnbits_block_onnxruntime_does_not_run_is_named_with_what_it_runs(parity_case, tmp_path):
+    # onnxruntime 1.31 ran blocks of 16-256 values only and 1.32 powers of two from 16; int8_latency decoders
+    # exported before GRAPH_REVISION 10 had one block spanning K (1024 in the reference model's FFN)
+    import onnx
+
+    case = parity_case("marian")
+    older = tmp_path / "onnx" / "int8_latency"
+    shutil.copytree(case.bundle / "onnx" / "int8_latency", older)
+    path = older / "decoder_model_merged.onnx"
+    model = onnx.load(str(path), load_external_data=False)
+    graphs = [model.graph, *(a.g for node in model.graph.node for a in node.attribute if a.type == a.GRAPH)]
+    node = next(n for g in graphs for n in g.node if n.op_type == "MatMulNBits")
+    next(a for a in node.attribute if a.name == "block_size").i = 48
+    onnx.save(model, str(path))
+    with pytest.raises(BundleError, match=r"decoder_model_merged.onnx holds MatMulNBits weight blocks of 48 values, "
+                                          r"which onnxruntime [\d.]+ does not run \(it takes .*block sizes.*\): "
+                                          r"re-export the bundle"):
+        OnnxEngine(older, case.target, case.manifest["model_shape"])
 
 
 def test_broken_model_file_is_named(parity_case, tmp_path):

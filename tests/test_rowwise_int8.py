@@ -16,16 +16,18 @@ ort = pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from mtedge.convert.rowwise_int8 import (DEFAULT_INT4_BLOCK as INT4_BLOCK, quantize_rowwise,  # noqa: E402
-                                         quantize_weight_blocks, quantize_weight_columns)
+                                         quantize_weight_blocks, quantize_weight_columns, quantize_weight_rows)
+from mtedge.engines.onnx_portability import (PORTABLE_NBITS_BLOCKS, nbits_block_refused,  # noqa: E402
+                                             portable_nbits_block)
 
 K, N, V = 16, 12, 20
 
 
-def _model(tmp_path, opset: int):
-    """ids -> Gather(embedding [V, K]) -> MatMul(W [K, N]) -> y;  and x -> MatMul(Transpose(embedding)) -> logits."""
+def _model(tmp_path, opset: int, k: int = K):
+    """ids -> Gather(embedding [V, k]) -> MatMul(W [k, N]) -> y;  and x -> MatMul(Transpose(embedding)) -> logits."""
     rng = np.random.default_rng(0)
-    embedding = rng.normal(size=(V, K)).astype(np.float32)
-    weight = rng.normal(size=(K, N)).astype(np.float32)
+    embedding = rng.normal(size=(V, k)).astype(np.float32)
+    weight = rng.normal(size=(k, N)).astype(np.float32)
     nodes = [
         helper.make_node("Gather", ["embedding", "ids"], ["rows"], axis=0),
         helper.make_node("MatMul", ["rows", "weight"], ["y"]),
@@ -35,13 +37,13 @@ def _model(tmp_path, opset: int):
     graph = helper.make_graph(
         nodes, "g",
         [helper.make_tensor_value_info("ids", TensorProto.INT64, ["b", "t"]),
-         helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", "t", K])],
+         helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", "t", k])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", "t", N]),
          helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["b", "t", V])],
         [numpy_helper.from_array(embedding, "embedding"), numpy_helper.from_array(weight, "weight")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 8
-    src = tmp_path / f"fp32-{opset}.onnx"
+    src = tmp_path / f"fp32-{opset}-{k}.onnx"
     onnx.save(model, str(src))
     return src, embedding, weight
 
@@ -161,6 +163,75 @@ def test_the_one_row_kernel_computes_what_the_gemm_graph_computes(tmp_path, bits
     assert all(np.array_equal(batched[:1], one) for batched, one in zip(_run(gemv, ids, x), alone))
     with pytest.raises(ValueError, match="gemm, gemv"):
         quantize_rowwise(src, tmp_path / "x.onnx", kernel="gemx")
+
+
+def _int8_compute(a: np.ndarray, w_q: np.ndarray, w_scale: np.ndarray, block: int) -> np.ndarray:
+    """What MatMulNBits' int8 compute does with ``a [..., k]`` and int8 ``w_q [k, n]`` (column scales): each row's
+    activations quantized to int8 per block of ``block`` columns (symmetric: times 127 / max in float32, rounded
+    half to even), the int8 products summed per block and scaled, the blocks summed (onnxruntime 1.32, found by
+    matching it to 1e-7)."""
+    k = w_q.shape[0]
+    blocks = -(-k // block)
+    padded = np.zeros((*a.shape[:-1], blocks * block), np.float32)
+    padded[..., :k] = a
+    pieces = padded.reshape(*a.shape[:-1], blocks, block)
+    top = np.abs(pieces).max(axis=-1, keepdims=True)
+    inverse = np.divide(np.float32(127.0), top, out=np.zeros_like(top), where=top > 0)
+    a_q = np.rint(pieces * inverse).astype(np.float64)
+    scale = top.astype(np.float64) / 127.0
+    w_pieces = np.zeros((blocks * block, w_q.shape[1]))
+    w_pieces[:k] = w_q
+    sums = np.einsum("...bc,bcn->...bn", a_q, w_pieces.reshape(blocks, block, -1)) * scale
+    return sums.sum(axis=-2) * w_scale
+
+
+def test_the_one_row_kernels_blocks_are_ones_every_onnxruntime_takes():
+    # onnxruntime 1.31 takes blocks of 16-256 values only, 1.32 powers of two from 16: the largest that divides K,
+    # else one that holds min(K, 256) values with the last block padded
+    assert PORTABLE_NBITS_BLOCKS == (256, 128, 64, 32, 16)
+    assert [portable_nbits_block(k) for k in (16, 64, 128, 256, 384, 512, 768, 1024, 2048, 3072, 96, 40, 300)] == \
+        [16, 64, 128, 256, 128, 256, 256, 256, 256, 256, 32, 64, 256]
+    assert nbits_block_refused("matmul_nbits.cc:146 ... Only block sizes 16, 32, 64, 128, and 256 are supported for "
+                               "MatMulNBits op, got: 1024") == (1024, "block sizes 16, 32, 64, 128, and 256")
+    assert nbits_block_refused("Only power-of-two block sizes >= 16 are supported for MatMulNBits op, got: 768") == \
+        (768, "power-of-two block sizes >= 16")
+    assert nbits_block_refused("Unsupported model IR version: 14, max supported IR version: 13") is None
+
+
+@pytest.mark.parametrize("width", [1024, 300, 40])   # 4 whole blocks of 256; 2 blocks of 256, the last padded; one of 64
+def test_wide_layers_in_the_one_row_kernel_compute_what_its_int8_arithmetic_says(tmp_path, width):
+    # the reference model's FFN (K = 1024) as one block spanning K was refused by onnxruntime 1.31, and a K that is
+    # not a power of two by 1.32: the weights are written in blocks both take, each column's one scale repeated
+    src, embedding, weight = _model(tmp_path, 18, width)
+    dst = tmp_path / "gemv.onnx"
+    quantize_rowwise(src, dst, weight_bits=8, kernel="gemv")
+    written = onnx.load(str(dst))
+    block = portable_nbits_block(width)
+    blocks = -(-width // block)
+    assert {helper.get_attribute_value(a) for node in written.graph.node if node.op_type == "MatMulNBits"
+            for a in node.attribute if a.name == "block_size"} == {block}
+    # the tied lm_head's blocks are the lookup table itself, stored once
+    assert sorted(tuple(i.dims) for i in written.graph.initializer if i.data_type == TensorProto.UINT8) == \
+        [(N, blocks, block), (V, blocks, block)]
+
+    rng = np.random.default_rng(8)
+    ids = rng.integers(0, V, size=(3, 5)).astype(np.int64)
+    x = rng.normal(size=(3, 5, width)).astype(np.float32)
+    x[1] *= 1000.0
+    x[2, 4] = 0.0
+    x[0, 1, : width // 2] *= 1e-3   # one block of a row far smaller than the next: the scales are per block
+    y, logits = _run(dst, ids, x)
+    table_q, table_scale = quantize_weight_rows(embedding)
+    w_q, w_scale = quantize_weight_columns(weight, 8)
+    rows = table_q[ids].astype(np.float32) * table_scale[ids]       # the Gather: the stored rows, dequantized
+    for got, want in ((y, _int8_compute(rows, w_q, w_scale, block)),
+                      (logits, _int8_compute(x, table_q.T, table_scale[:, 0], block))):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.abs(want).max())
+    # each row is quantized on its own, but MatMulNBits sums the odd row out of a call in another order than a
+    # pair's rows (~1 ulp): close in any batch, not always equal, so the export records it as not batch-invariant
+    for part in (np.s_[:1, :1], np.s_[:1, :2], np.s_[:1, :5]):
+        for batched, alone in zip((y, logits), _run(dst, ids[part], x[part])):
+            np.testing.assert_allclose(alone, batched[part], rtol=0, atol=1e-5 * np.abs(batched).max())
 
 
 def test_the_weight_width_is_recorded_and_checked_against_the_cpu(tmp_path):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from mtedge.convert.search_head import BLOCKED_TOP_K_MIN_VOCAB, top_k_block, top_k_nodes
+from mtedge.engines.onnx_portability import portable_ir_version
 from mtedge.engines.search_head import K_INPUT
 
 
@@ -20,7 +21,8 @@ def top_k_session(vocab: int, block: int | None, opset: int):
          helper.make_tensor_value_info(K_INPUT, TensorProto.INT64, [1])],
         [helper.make_tensor_value_info("values", TensorProto.FLOAT, ["rows", "t", "k"]),
          helper.make_tensor_value_info("ids", TensorProto.INT64, ["rows", "t", "k"])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    opsets = [helper.make_opsetid("", opset)]
+    model = helper.make_model(graph, opset_imports=opsets, ir_version=portable_ir_version(opsets))
     return onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
 
 

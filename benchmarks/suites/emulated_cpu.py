@@ -50,12 +50,13 @@ def probe_kernels() -> list[dict]:
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
+    from mtedge.engines.onnx_portability import portable_ir_version, portable_nbits_block
     from mtedge.engines.rowwise_int8 import KERNEL_OPS
 
     def session(node, inputs, output, initializers):
         graph = helper.make_graph([node], "probe", inputs, [output], initializers)
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
-                                                        helper.make_opsetid("com.microsoft", 1)])
+        opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+        model = helper.make_model(graph, opset_imports=opsets, ir_version=portable_ir_version(opsets))
         return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
 
     rows = []
@@ -73,15 +74,16 @@ def probe_kernels() -> list[dict]:
         got = gemm.run(None, {"a": np.full((1, PROBE_K), 255, np.uint8)})[0]
         rows.append({"kernel": "gemm", "op": KERNEL_OPS["gemm"], "weight_bits": bits,
                      "relative_error": float(np.abs(got - exact).max() / exact)})
-        # MatMulNBits: unsigned storage with zero point 128, one block spanning K (mtedge/convert/rowwise_int8.py);
+        # MatMulNBits: unsigned storage with zero point 128, in the export's blocks (mtedge/convert/rowwise_int8.py);
         # the kernel quantizes the float activation itself, so the largest |x| everywhere is its worst case
-        stored = (weights.T.astype(np.int32) + 128).astype(np.uint8).reshape(PROBE_N, 1, PROBE_K)
+        block = portable_nbits_block(PROBE_K)
+        stored = (weights.T.astype(np.int32) + 128).astype(np.uint8).reshape(PROBE_N, PROBE_K // block, block)
         gemv = session(helper.make_node(KERNEL_OPS["gemv"], ["x", "b", "scales"], ["y"], domain="com.microsoft",
-                                        K=PROBE_K, N=PROBE_N, bits=8, block_size=PROBE_K, accuracy_level=4),
+                                        K=PROBE_K, N=PROBE_N, bits=8, block_size=block, accuracy_level=4),
                        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, PROBE_K])],
                        helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, PROBE_N]),
                        [numpy_helper.from_array(stored, "b"),
-                        numpy_helper.from_array(np.ones(PROBE_N, np.float32), "scales")])
+                        numpy_helper.from_array(np.ones((PROBE_N, PROBE_K // block), np.float32), "scales")])
         got = gemv.run(None, {"x": np.ones((1, PROBE_K), np.float32)})[0]
         exact = float(top * PROBE_K)
         rows.append({"kernel": "gemv", "op": KERNEL_OPS["gemv"], "weight_bits": bits,

@@ -41,7 +41,7 @@ from mtedge.engines.in_place_cache import (BEAM_WIDTH_INPUT, IN_PLACE, IN_PLACE_
                                            PAST_LENGTH_INPUT)
 from mtedge.engines.in_place_cache import METADATA as CACHE_METADATA
 from mtedge.engines.onnx_engine import CROSS_METADATA, CROSS_PER_SOURCE
-from mtedge.engines.onnx_ir import portable_ir_version
+from mtedge.engines.onnx_portability import portable_ir_version
 from mtedge.engines.search_head import IDS_OUTPUT, LOG_PROBS_OUTPUT, MODE_METADATA, MODES
 from mtedge.engines.shortlist import HEAD_INPUT, HEAD_OUTPUT, MASK_INPUT, MODE_INPUT, ROWS_INPUT
 

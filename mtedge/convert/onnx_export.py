@@ -32,9 +32,10 @@ DECODERS = ("auto", "optimum")
 # 4: the search head's two-stage top-k over a large vocabulary; 5: the lean decoder's in-place self-attention
 # cache; 6: the weights in a side file, :func:`store_weights_apart`; 7: the lean decoder's output layer outside
 # the step's If, with the vocabulary shortlist's second one beside it; 8: that shortlist layer int8 in the int8
-# GEMM graph; 9: the lean decoder declares the lowest IR version its opsets need, mtedge/engines/onnx_ir.py);
-# a benchmark re-exports a cached bundle of another.
-GRAPH_REVISION = 9
+# GEMM graph; 9: the lean decoder declares the lowest IR version its opsets need; 10: int8_latency's 8-bit weights
+# in MatMulNBits blocks of at most 256 values, which onnxruntime 1.31 runs too; both in
+# mtedge/engines/onnx_portability.py); a benchmark re-exports a cached bundle of another.
+GRAPH_REVISION = 10
 # Each graph's weights go to ``<graph>_data`` next to it (optimum's name for the side file; onnxruntime and
 # optimum read it from there): onnxruntime 1.32 holds an inline graph's weights about twice once loaded
 # (mtedge/DESIGN.md §4.17).
@@ -125,6 +126,12 @@ class QuantizedPrecision:
     weight_bits: int | None = None
 
     @property
+    def batch_invariant(self) -> bool:
+        from mtedge.engines.rowwise_int8 import kernels_batch_invariant
+
+        return kernels_batch_invariant((self.encoder_kernel, self.decoder_kernel))
+
+    @property
     def follows_int8_scheme(self) -> bool:
         """An int8 precision: ``--onnx-int8 dynamic`` writes it with onnxruntime's quantizer instead."""
         return self.weight_bits is None
@@ -170,17 +177,14 @@ def _quantize_rowwise(fp32_dir: Path, out_dir: Path, preset: str, how: Quantized
         block = {"block_size": int4_block}
         weights = f"{bits}-bit, blocks of {int4_block} along K, one scale per block"
         embeddings = f"{bits}-bit, the same blocks (GatherBlockQuantized)"
-        # each row is still quantized on its own, but onnxruntime 1.32's 4-bit kernel rounds a row's float sums
-        # differently with the number of rows in the call (~1 ulp, tests/test_rowwise_int8.py): a near-tie could
-        # resolve differently alone and in a batch, so the server does not merge strangers' requests on it
-        invariant = False
     else:
         weights, embeddings = f"int8 ({bits}-bit values), one scale per output column", "int8, one scale per row"
-        invariant = True
+    # each row is quantized on its own, but a graph on MatMulNBits rounds a row's sums by the rows in the call
+    # (mtedge.engines.rowwise_int8): the server does not merge strangers' requests on it
     return {"quantization": "rowwise", "preset": preset, "kernels": kernels,
             "activations": "int8, one scale per row (token), computed at run time",
             "weights": weights, "weight_bits": bits, **block, "embeddings": embeddings,
-            "batch_invariant": invariant, "subgraphs": True, "rewritten": rewritten}
+            "batch_invariant": how.batch_invariant, "subgraphs": True, "rewritten": rewritten}
 
 
 def _quantize_dynamic(fp32_dir: Path, out_dir: Path, preset: str) -> dict:

@@ -193,8 +193,8 @@ def _build(source, staging: Path, name: str, onnx_precisions, ct2_precisions, in
             if "fp32" in onnx_precisions:
                 onnx_options["fp32"] = fp32_options
         for precision, how in quantized.items():
-            weights = f"{how.weight_bits}-bit weights in blocks of {int4_block}, not batch-invariant (its kernel's " \
-                "sums)" if how.weight_bits else "batch-invariant"
+            weights = f"{how.weight_bits}-bit weights in blocks of {int4_block}; " if how.weight_bits else ""
+            weights += "batch-invariant" if how.batch_invariant else "not batch-invariant (MatMulNBits' sums)"
             log(f"[export] onnx {precision} (row-wise: per-token activation scales; {weights}; decoder for "
                 f"{'one sentence at a time' if how.decoder_kernel == 'gemv' else 'batches'}; If-subgraphs included)"
                 if int8_scheme == "rowwise" or not how.follows_int8_scheme else

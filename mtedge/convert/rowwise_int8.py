@@ -22,13 +22,15 @@ of 2%, and greedy int8 translations agreed with fp32 on 9% of the Bible dev sent
 Written out here without the bias, the op keeps the fast fused GEMM and the model's own ``Add`` stays.
 
 Kernel ``gemv`` (the ``int8_latency`` precision's decoder) writes the same weights and scales for
-onnxruntime's ``MatMulNBits`` instead (8-bit storage, one block spanning all of K, int8 compute). It takes the
-float activation and quantizes it inside the kernel, each row on its own (so still batch-invariant) but with
-one scale per 256 columns, not per row (onnxruntime 1.32, measured: wider models get finer activation scales
-than the GEMM graph, so near-ties can resolve differently). One row at a time it streams the weights about
-twice as fast as ``MatMulIntegerToFloat``, whose GEMM is the faster one for many rows (mtedge/DESIGN.md
-§4.15). Its ``B`` is ``[N, 1, K]`` uint8 (the int8 value + 128): a tied ``lm_head``'s columns are then the
-embedding's rows with no transpose, so the table is stored that way once and the ``Gather`` reads it too.
+onnxruntime's ``MatMulNBits`` instead (8-bit storage in blocks of at most 256 values along K, every block of
+a column with that column's one scale, int8 compute). It takes the float activation and quantizes it inside
+the kernel, each row on its own (so still batch-invariant) but with one scale per block, not per row
+(onnxruntime 1.32, measured: layers wider than 256 get finer activation scales than the GEMM graph, so
+near-ties can resolve differently). One row at a time it streams the weights about twice as fast as
+``MatMulIntegerToFloat``, whose GEMM is the faster one for many rows (mtedge/DESIGN.md §4.15). Its ``B`` is
+``[N, K / block, block]`` uint8 (the int8 value + 128): a tied ``lm_head``'s columns are then the embedding's
+rows with no transpose, so the table is stored that way once and the ``Gather`` reads it too. The block size
+is the largest that onnxruntime 1.31 takes too (mtedge/engines/onnx_portability.py).
 
 Embedding tables read by ``Gather`` are stored int8 with one scale per row (weight-only; the gathered rows
 are dequantized), which is what shrinks the files. ``If`` subgraphs (the merged decoder's two branches) are
@@ -54,6 +56,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mtedge.engines.onnx_portability import portable_nbits_block
 from mtedge.engines.rowwise_int8 import KERNEL_OPS, METADATA_KEY, SAFE_WEIGHT_BITS
 from mtedge.engines.shortlist import HEAD_INPUT, HEAD_OUTPUT, ROWS_INPUT
 
@@ -245,27 +248,44 @@ class _Rewriter:
         ]
 
     def _matmul_nbits(self, node, tensor, owner, transpose: bool):
-        """``MatMulNBits`` on the float activation: 8-bit weights ``[N, 1, K]`` uint8 with one scale per column,
-        or 4-bit ones in blocks of ``self.block`` with one scale per block."""
+        """``MatMulNBits`` on the float activation: 8-bit weights ``[N, K / block, block]`` uint8 with one scale
+        per column (repeated per block), or 4-bit ones in blocks of ``self.block`` with one scale per block."""
         from onnx import helper, numpy_helper
 
         four_bit = self.weight_bits == INT4_BITS
+        k = int(tensor.dims[1] if transpose else tensor.dims[0])
+        bits, block = (INT4_BITS, self.block) if four_bit else (FULL_WEIGHT_BITS, portable_nbits_block(k))
         if transpose and self.weight_bits in (FULL_WEIGHT_BITS, INT4_BITS):
             b_blocks, table_scale = self._table_rows(tensor, owner)
-            scales = table_scale if four_bit else self._table_scale_flat(tensor, owner)
-            n, k = (int(d) for d in tensor.dims)
+            scales = table_scale if four_bit else self._table_block_scales(tensor, owner)
+            n = int(tensor.dims[0])
         else:
             weight = numpy_helper.to_array(tensor).astype(np.float32)
             weight = weight.T if transpose else weight
-            k, n = weight.shape
+            n = weight.shape[1]
             blocks = (lambda: quantize_weight_blocks(weight, self.block)) if four_bit else \
-                (lambda: _nbits_blocks(*quantize_weight_columns(weight, self.weight_bits)))
+                (lambda: _nbits_blocks(*quantize_weight_columns(weight, self.weight_bits), block))
             b_blocks, scales = self._constant((tensor.name, "nbits_T" if transpose else "nbits"),
                                               lambda: list(zip(("weight_blocks", "weight_scale"), blocks())), owner)
-        bits, block = (INT4_BITS, self.block) if four_bit else (FULL_WEIGHT_BITS, k)
         return helper.make_node("MatMulNBits", [node.input[0], b_blocks, scales], [node.output[0]], name=node.name,
                                 domain=CONTRIB_DOMAIN, K=k, N=n, bits=bits, block_size=block,
-                                accuracy_level=4)   # 4: int8 compute (activations quantized per row and 256 columns)
+                                accuracy_level=4)   # 4: int8 compute (activations quantized per row and block)
+
+    def _table_block_scales(self, tensor, owner) -> str:
+        """The tied ``lm_head``'s ``MatMulNBits`` scales, [V, blocks]: each column's one scale (the embedding's
+        row scale) in every block of it; the stored [V, 1] itself where one block spans the row."""
+        from onnx import numpy_helper
+
+        table_scale = self._table_rows(tensor, owner)[1]
+        width = int(tensor.dims[1])
+        blocks = -(-width // portable_nbits_block(width))
+        if blocks == 1:
+            return table_scale
+        stored = next(i for i in owner.initializer if i.name == table_scale)
+        (repeated,) = self._constant(
+            (tensor.name, "row_scale_blocks"),
+            lambda: [("table_scale_blocks", np.repeat(numpy_helper.to_array(stored), blocks, axis=1))], owner)
+        return repeated
 
     def _table_scale_flat(self, tensor, owner) -> str:
         """The embedding's [V, 1] row scales as [V]: the tied ``lm_head``'s per-column scales."""
@@ -353,7 +373,8 @@ class _Rewriter:
 
     def _table_rows(self, tensor, owner) -> list[str]:
         """The int8 rows and [V, 1] scales of an embedding table, stored once per table; for the ``gemv``
-        kernel the rows are stored as ``MatMulNBits`` blocks ([V, 1, d] uint8) that a tied ``lm_head`` reads."""
+        kernel the rows are stored as ``MatMulNBits`` blocks ([V, d / block, block] uint8) that a tied
+        ``lm_head`` reads."""
         from onnx import numpy_helper
 
         def make():
@@ -362,7 +383,7 @@ class _Rewriter:
                                 quantize_weight_blocks(numpy_helper.to_array(tensor).astype(np.float32).T, self.block)))
             rows, scales = quantize_weight_rows(numpy_helper.to_array(tensor).astype(np.float32))
             if self.kernel == "gemv":
-                rows = _as_nbits(rows)[:, None, :]
+                rows = _nbits_blocks(rows.T, scales[:, 0], portable_nbits_block(rows.shape[1]))[0]
             return [("table", rows), ("table_scale", scales)]
 
         return self._constant((tensor.name, "rows"), make, owner)
@@ -397,14 +418,13 @@ class _Rewriter:
             helper.make_node("Cast", [rows_q], [rows_f], to=self.onnx.TensorProto.FLOAT),
             helper.make_node("Gather", [table_scale, node.input[1]], [row_scales], axis=0),
         ]
-        if self.kernel == "gemv":   # [..., 1, d] unsigned blocks: back to signed [..., d]
+        if self.kernel == "gemv":   # [..., blocks, block] unsigned: back to signed [..., d]
             shift, _ = self._shift_and_zero_point()
-            (block_axis,) = self._constant(("block_axis", ""), lambda: [("block_axis", np.array([-2], np.int64))],
-                                           self.model.graph)
-            unshifted, squeezed = t("unshifted"), t("rows_signed")
+            unshifted, signed = t("unshifted"), t("rows_signed")
             nodes += [helper.make_node("Sub", [rows_f, shift], [unshifted]),
-                      helper.make_node("Squeeze", [unshifted, block_axis], [squeezed])]
-            rows_f = squeezed
+                      *self._join_blocks(node.input[1], unshifted, signed, t, int(tensor.dims[1]),
+                                         portable_nbits_block(int(tensor.dims[1])))]
+            rows_f = signed
         return nodes + [helper.make_node("Mul", [rows_f, row_scales], [node.output[0]], name=node.name)]
 
     def _gather_blocks(self, node, tensor, owner) -> list:
@@ -424,25 +444,34 @@ class _Rewriter:
                 helper.make_node("Reshape", [table_scale, shape_3d], [scale_3d]))
             self.done[key] = [scale_3d]
         (scale_3d,) = self.done[key]
-        (last_axis, dim_end) = self._constant(("gather_blocks", str(dim)),
-                                              lambda: [("minus_one", np.array([-1], np.int64)),
-                                                       ("dim", np.array([dim], np.int64))], self.model.graph)
         t = lambda stem: self.fresh(f"{node.name or 'gather'}/{stem}")  # noqa: E731
-        padded = dim % self.block != 0   # the last block then holds zeros past the width
-        blocks, ids_shape, flat_shape = t("blocks"), t("ids_shape"), t("rows_shape")
-        flat = t("rows_padded") if padded else node.output[0]
-        nodes = [
+        blocks = t("blocks")
+        return [
             helper.make_node("GatherBlockQuantized", [table_q, node.input[1], scale_3d], [blocks],
                              domain=CONTRIB_DOMAIN, bits=INT4_BITS, block_size=self.block, gather_axis=0,
                              quantize_axis=2),
-            helper.make_node("Shape", [node.input[1]], [ids_shape]),
-            helper.make_node("Concat", [ids_shape, last_axis], [flat_shape], axis=0),
-            helper.make_node("Reshape", [blocks, flat_shape], [flat], name=node.name),
+            *self._join_blocks(node.input[1], blocks, node.output[0], t, dim, self.block, name=node.name),
         ]
-        if padded:   # a copy of the rows each call: only where the width needs it
-            (start,) = self._constant(("zero", ""), lambda: [("zero", np.array([0], np.int64))], self.model.graph)
-            nodes.append(helper.make_node("Slice", [flat, start, dim_end, last_axis], [node.output[0]],
-                                          name=f"{node.name}/unpad"))
+
+    def _join_blocks(self, ids: str, blocks: str, out: str, t, width: int, block: int, name: str = "") -> list:
+        """Rows gathered by ``ids`` as ``[..., blocks, block]`` joined to ``[..., width]``: where ``block`` does
+        not divide the width the last block holds zeros past it, sliced off (a copy of the rows each call, so
+        only there)."""
+        from onnx import helper
+
+        (last_axis,) = self._constant(("minus_one", ""), lambda: [("minus_one", np.array([-1], np.int64))],
+                                      self.model.graph)
+        padded = width % block != 0
+        ids_shape, flat_shape = t("ids_shape"), t("rows_shape")
+        flat = t("rows_padded") if padded else out
+        nodes = [helper.make_node("Shape", [ids], [ids_shape]),
+                 helper.make_node("Concat", [ids_shape, last_axis], [flat_shape], axis=0),
+                 helper.make_node("Reshape", [blocks, flat_shape], [flat], **({"name": name} if name else {}))]
+        if padded:
+            (start, end) = self._constant(("unpad", str(width)), lambda: [("zero", np.array([0], np.int64)),
+                                                                          ("width", np.array([width], np.int64))],
+                                          self.model.graph)
+            nodes.append(helper.make_node("Slice", [flat, start, end, last_axis], [out], name=f"{name}/unpad"))
         return nodes
 
 
@@ -451,9 +480,15 @@ def _as_nbits(values: np.ndarray) -> np.ndarray:
     return (values.astype(np.int16) + NBITS_OFFSET).astype(np.uint8)
 
 
-def _nbits_blocks(w_q: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Column-quantized ``w_q [K, N]`` int8 as ``MatMulNBits`` input: ``[N, 1, K]`` uint8 and the [N] scales."""
-    return np.ascontiguousarray(_as_nbits(w_q).T)[:, None, :], scale
+def _nbits_blocks(w_q: np.ndarray, scale: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:
+    """Column-quantized ``w_q [K, N]`` int8 as ``MatMulNBits`` input: ``[N, blocks, block]`` uint8, K padded
+    with zeros to whole blocks, and the [N, blocks] scales (each column's one scale in every block of it)."""
+    k, n = w_q.shape
+    blocks = -(-k // block)
+    padded = np.zeros((blocks * block, n), np.int8)
+    padded[:k] = w_q
+    return (np.ascontiguousarray(_as_nbits(padded).T).reshape(n, blocks, block),
+            np.repeat(scale[:, None], blocks, axis=1))
 
 
 def _attr(node, name, default):

@@ -43,7 +43,7 @@ from mtedge.decoding import TokenRules, decode
 from mtedge.engines import in_place_cache
 from mtedge.engines.base import Engine
 from mtedge.engines.in_place_cache import InPlaceCache
-from mtedge.engines.onnx_ir import ir_too_new
+from mtedge.engines.onnx_portability import ir_too_new, nbits_block_refused
 from mtedge.engines.rowwise_int8 import check_graph
 from mtedge.engines.row_gather import RowGather
 from mtedge.engines.search_head import BIAS_INPUT, IDS_OUTPUT, K_INPUT, LOG_PROBS_OUTPUT, MODES, head_mode
@@ -119,6 +119,11 @@ def load_session(path: Path, options, providers):
             raise BundleError(f"{path} declares ONNX IR version {too_new[0]}, newer than onnxruntime {ort.__version__} "
                               f"reads (up to {too_new[1]}): re-export the bundle with this mtedge, which writes the "
                               f"lowest IR version a graph needs, or upgrade onnxruntime") from None
+        refused_block = nbits_block_refused(str(exc))
+        if refused_block:
+            raise BundleError(f"{path} holds MatMulNBits weight blocks of {refused_block[0]} values, which "
+                              f"onnxruntime {ort.__version__} does not run (it takes {refused_block[1]}): re-export "
+                              f"the bundle with this mtedge, whose blocks onnxruntime 1.31 and later run") from None
         raise corrupt_file(path, path.parent.parent.parent, f"ONNX Runtime: {exc}") from None
     # Where the CUDA provider's libraries (cuBLAS, cuDNN, the CUDA runtime) do not load, onnxruntime only logs
     # a warning and runs the session on the CPU: asked for CUDA, that is an error, not a slow surprise.

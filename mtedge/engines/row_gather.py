@@ -26,7 +26,7 @@ def build_graph() -> bytes:
     """``gathered = values[rows]`` (axis 0) for float32 ``values`` of any rank-4 shape; needs ``onnx``."""
     from onnx import TensorProto, helper
 
-    from mtedge.engines.onnx_ir import portable_ir_version
+    from mtedge.engines.onnx_portability import portable_ir_version
 
     graph = helper.make_graph(
         [helper.make_node("Gather", [VALUES, ROWS], [GATHERED], axis=0)], "gather_rows",

@@ -20,6 +20,16 @@ SAFE_WEIGHT_BITS = 7
 # the kernel a graph's int8 MatMuls were written for, and the onnxruntime op that runs them; graphs written
 # before the record had "kernel" are GEMM ones
 KERNEL_OPS = {"gemm": "MatMulIntegerToFloat", "gemv": "MatMulNBits"}
+# MatMulNBits (8- and 4-bit) sums a row in one order when the call pairs it with another row and in another
+# when it is a call's odd one out: ~1 ulp apart from K = 128 on (onnxruntime 1.31 and 1.32, measured; a row's
+# result does not depend on its partner). A graph on it is therefore not batch-invariant: a near-tie could
+# resolve differently alone and in a batch. MatMulIntegerToFloat gives a row the same bits in every call.
+BATCH_INVARIANT_KERNELS = frozenset({"gemm"})
+
+
+def kernels_batch_invariant(kernels) -> bool:
+    """Whether graphs on these kernels give a row the same result whatever else is in its batch."""
+    return set(kernels) <= BATCH_INVARIANT_KERNELS
 
 
 class Int8SaturationWarning(UserWarning):

@@ -91,10 +91,10 @@ def create_app(config: ServerConfig, translator) -> Starlette:
                                 split_sentences=config.split_sentences, metrics=state.metrics)
         await state.batcher.start()
         if not state.merge:
-            log.warning("%s %s of this bundle is not batch-invariant (e.g. onnxruntime's dynamic int8: a "
-                        "sentence's output depends on its batch neighbours): each request runs as its own engine "
-                        "call; re-export with --onnx-int8 rowwise to merge requests", translator.engine_name,
-                        translator.precision)
+            log.warning("%s %s of this bundle is not batch-invariant (a sentence's output can depend on its batch "
+                        "neighbours: onnxruntime's dynamic int8, the MatMulNBits decoders of int8_latency and int4, "
+                        "CTranslate2 with a shortlist): each request runs as its own engine call",
+                        translator.engine_name, translator.precision)
         try:
             yield
         finally:

@@ -8,9 +8,9 @@ results, in its own order. While the engine works, new requests pile up and form
 under load batches grow by themselves and the wait only costs an idle server a few milliseconds.
 
 Merging is only done where it cannot change anyone's output (``config.batch_invariant``): on an ONNX int8
-export made with onnxruntime's dynamic quantization, and on ONNX int4, each request is its own engine call,
-because there a sentence's translation depends on its batch neighbours, and a stranger's text must not
-change yours.
+export made with onnxruntime's dynamic quantization, and on ONNX int8_latency and int4, each request is its own
+engine call, because there a sentence's translation can depend on its batch neighbours, and a stranger's text
+must not change yours.
 
 If a merged call fails, its jobs are retried one by one, so a failure reaches only the request that
 caused it. A job whose client gave up (timeout, disconnect) before dispatch is dropped unrun.

@@ -5,14 +5,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from mtedge.engines.rowwise_int8 import kernels_batch_invariant
+
+
 def batch_invariant(bundle, engine: str, precision: str, shortlist: bool = False) -> bool:
     """Whether a sentence's output on this engine/precision of ``bundle`` is independent of the other
     sentences of its batch, so that strangers' requests may share an engine call.
 
-    CTranslate2 (every precision) and ONNX fp32 are (tests/test_batch_invariance.py). ONNX int8 and
-    int8_latency are only when exported row-wise (one activation scale per token): onnxruntime's dynamic int8
-    picks one scale per batch, and one user's text would change another's translation. ONNX int4 is not: its
-    4-bit kernel rounds a row's sums differently with the rows in the call (the export records it). The
+    CTranslate2 (every precision) and ONNX fp32 are (tests/test_batch_invariance.py). ONNX int8 is only when
+    exported row-wise (one activation scale per token): onnxruntime's dynamic int8 picks one scale per batch,
+    and one user's text would change another's translation. ONNX int8_latency and int4 are not: their
+    decoders' kernel (MatMulNBits) rounds a row's sums differently with the rows in the call (the export
+    records it; bundles exported before 2026-12-04 recorded int8_latency as invariant, so the kernels the
+    record names decide too). The
     PyTorch reference is not (padding changes float summation order), and it is not a serving engine anyway.
     Nor is CTranslate2 with a vocabulary shortlist: it scores the union of the batch's candidates for every
     sentence. The ONNX engine limits each row to its own sentence's candidates (mtedge/engines/shortlist.py), so
@@ -24,7 +29,8 @@ def batch_invariant(bundle, engine: str, precision: str, shortlist: bool = False
         return True
     if engine == "onnx":   # int8, int8_latency, int4: the export records it
         options = bundle.engine_record(engine, precision).get("options") or {}
-        return options.get("batch_invariant") is True
+        return options.get("batch_invariant") is True and \
+            kernels_batch_invariant((options.get("kernels") or {}).values())
     return False
 
 
