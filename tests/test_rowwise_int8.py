@@ -198,7 +198,8 @@ def test_the_one_row_kernels_blocks_are_ones_every_onnxruntime_takes():
     assert nbits_block_refused("Unsupported model IR version: 14, max supported IR version: 13") is None
 
 
-@pytest.mark.parametrize("width", [1024, 300, 40])   # 4 whole blocks of 256; 2 blocks of 256, the last padded; one of 64
+# 4 whole blocks of 256; 2 blocks of 256, the last padded; one block of 64, padded
+@pytest.mark.parametrize("width", [1024, 300, 40])
 def test_wide_layers_in_the_one_row_kernel_compute_what_its_int8_arithmetic_says(tmp_path, width):
     # the reference model's FFN (K = 1024) as one block spanning K was refused by onnxruntime 1.31, and a K that is
     # not a power of two by 1.32: the weights are written in blocks both take, each column's one scale repeated

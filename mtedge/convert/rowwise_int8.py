@@ -24,13 +24,14 @@ Written out here without the bias, the op keeps the fast fused GEMM and the mode
 Kernel ``gemv`` (the ``int8_latency`` precision's decoder) writes the same weights and scales for
 onnxruntime's ``MatMulNBits`` instead (8-bit storage in blocks of at most 256 values along K, every block of
 a column with that column's one scale, int8 compute). It takes the float activation and quantizes it inside
-the kernel, each row on its own (so still batch-invariant) but with one scale per block, not per row
-(onnxruntime 1.32, measured: layers wider than 256 get finer activation scales than the GEMM graph, so
-near-ties can resolve differently). One row at a time it streams the weights about twice as fast as
+the kernel, each row on its own but with one scale per block, not per row (onnxruntime 1.32, measured: layers
+wider than 256 get finer activation scales than the GEMM graph, so near-ties can resolve differently), and it
+sums a call's odd row out in another order than its pairs (~1 ulp), so these graphs are not batch-invariant
+(the export records it). One row at a time it streams the weights about twice as fast as
 ``MatMulIntegerToFloat``, whose GEMM is the faster one for many rows (mtedge/DESIGN.md §4.15). Its ``B`` is
 ``[N, K / block, block]`` uint8 (the int8 value + 128): a tied ``lm_head``'s columns are then the embedding's
-rows with no transpose, so the table is stored that way once and the ``Gather`` reads it too. The block size
-is the largest that onnxruntime 1.31 takes too (mtedge/engines/onnx_portability.py).
+rows with no transpose, so the table is stored that way once and the ``Gather`` reads it too. The blocks are
+ones that onnxruntime 1.31 and 1.32 both run (mtedge/engines/onnx_portability.py).
 
 Embedding tables read by ``Gather`` are stored int8 with one scale per row (weight-only; the gathered rows
 are dequantized), which is what shrinks the files. ``If`` subgraphs (the merged decoder's two branches) are
@@ -471,7 +472,7 @@ class _Rewriter:
             (start, end) = self._constant(("unpad", str(width)), lambda: [("zero", np.array([0], np.int64)),
                                                                           ("width", np.array([width], np.int64))],
                                           self.model.graph)
-            nodes.append(helper.make_node("Slice", [flat, start, end, last_axis], [out], name=f"{name}/unpad"))
+            nodes.append(helper.make_node("Slice", [flat, start, end, last_axis], [out], name=f"{name or out}/unpad"))
         return nodes
 
 
