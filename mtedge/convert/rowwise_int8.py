@@ -384,7 +384,7 @@ class _Rewriter:
                                 quantize_weight_blocks(numpy_helper.to_array(tensor).astype(np.float32).T, self.block)))
             rows, scales = quantize_weight_rows(numpy_helper.to_array(tensor).astype(np.float32))
             if self.kernel == "gemv":
-                rows = _nbits_blocks(rows.T, scales[:, 0], portable_nbits_block(rows.shape[1]))[0]
+                rows = _nbits_layout(rows.T, portable_nbits_block(rows.shape[1]))
             return [("table", rows), ("table_scale", scales)]
 
         return self._constant((tensor.name, "rows"), make, owner)
@@ -421,10 +421,9 @@ class _Rewriter:
         ]
         if self.kernel == "gemv":   # [..., blocks, block] unsigned: back to signed [..., d]
             shift, _ = self._shift_and_zero_point()
-            unshifted, signed = t("unshifted"), t("rows_signed")
+            unshifted, signed, width = t("unshifted"), t("rows_signed"), int(tensor.dims[1])
             nodes += [helper.make_node("Sub", [rows_f, shift], [unshifted]),
-                      *self._join_blocks(node.input[1], unshifted, signed, t, int(tensor.dims[1]),
-                                         portable_nbits_block(int(tensor.dims[1])))]
+                      *self._join_blocks(node.input[1], unshifted, signed, t, width, portable_nbits_block(width))]
             rows_f = signed
         return nodes + [helper.make_node("Mul", [rows_f, row_scales], [node.output[0]], name=node.name)]
 
@@ -481,15 +480,20 @@ def _as_nbits(values: np.ndarray) -> np.ndarray:
     return (values.astype(np.int16) + NBITS_OFFSET).astype(np.uint8)
 
 
-def _nbits_blocks(w_q: np.ndarray, scale: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:
-    """Column-quantized ``w_q [K, N]`` int8 as ``MatMulNBits`` input: ``[N, blocks, block]`` uint8, K padded
-    with zeros to whole blocks, and the [N, blocks] scales (each column's one scale in every block of it)."""
+def _nbits_layout(w_q: np.ndarray, block: int) -> np.ndarray:
+    """Column-quantized ``w_q [K, N]`` int8 as ``MatMulNBits`` stores it: ``[N, blocks, block]`` uint8, K padded
+    with zeros to whole blocks."""
     k, n = w_q.shape
     blocks = -(-k // block)
     padded = np.zeros((blocks * block, n), np.int8)
     padded[:k] = w_q
-    return (np.ascontiguousarray(_as_nbits(padded).T).reshape(n, blocks, block),
-            np.repeat(scale[:, None], blocks, axis=1))
+    return np.ascontiguousarray(_as_nbits(padded).T).reshape(n, blocks, block)
+
+
+def _nbits_blocks(w_q: np.ndarray, scale: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:
+    """``w_q`` in ``MatMulNBits``' layout and its [N, blocks] scales (each column's one scale in every block)."""
+    layout = _nbits_layout(w_q, block)
+    return layout, np.repeat(scale[:, None], layout.shape[1], axis=1)
 
 
 def _attr(node, name, default):
